@@ -1,0 +1,105 @@
+"""Evaluation as SimCSE does it: Spearman ×100 of cosine similarity against gold.
+
+STS12–16 use SimCSE's ``all`` aggregation: the subsets of a year are
+concatenated and one Spearman correlation is computed over all of them (SentEval's
+default ``wmean`` instead averages per-subset correlations weighted by size;
+the two differ because a pooled correlation also rewards getting the *relative*
+scale of different subsets right).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+
+from .data import STS_TASKS, STSPairs, load_sts, load_stsb
+from .losses import align_loss, uniform_loss
+
+
+class SupportsEncode(Protocol):
+    def encode(self, sentences: Sequence[str], batch_size: int = ...): ...
+
+
+def embed(encoder: SupportsEncode, sentences: Sequence[str], batch_size: int = 128) -> torch.Tensor:
+    """Encode sentences with a cl_toolkit ``Encoder`` or a ``SentenceTransformer``; float32 ``[n, d]``."""
+    out = encoder.encode(list(sentences), batch_size=batch_size)
+    return torch.as_tensor(np.asarray(out) if not isinstance(out, torch.Tensor) else out).float().cpu()
+
+
+def _pair_embeddings(encoder: SupportsEncode, pairs: STSPairs, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    unique = pairs.sentences()
+    index = {s: i for i, s in enumerate(unique)}
+    emb = embed(encoder, unique, batch_size)  # [U, d]
+    a = emb[torch.tensor([index[s] for s in pairs.sentences1])]
+    b = emb[torch.tensor([index[s] for s in pairs.sentences2])]
+    return a, b
+
+
+def spearman_cosine(encoder: SupportsEncode, pairs: STSPairs, batch_size: int = 128) -> float:
+    """Spearman ×100 between cosine similarity and gold scores over ``pairs``."""
+    if len(pairs) < 2:
+        raise ValueError("need at least 2 scored pairs for a correlation")
+    a, b = _pair_embeddings(encoder, pairs, batch_size)
+    cos = F.cosine_similarity(a, b, dim=-1).numpy()
+    return float(spearmanr(cos, np.asarray(pairs.scores)).correlation * 100)
+
+
+def sts(encoder: SupportsEncode, name: str = "stsb", split: str = "test", batch_size: int = 128) -> float:
+    """Spearman ×100 on one STS task (:data:`cl_toolkit.data.STS_TASKS`), ``all`` aggregation."""
+    if name not in STS_TASKS:
+        raise ValueError(f"unknown STS task {name!r}; choose one of {STS_TASKS}")
+    return spearman_cosine(encoder, load_sts(name, split), batch_size)
+
+
+def sts_wmean(encoder: SupportsEncode, name: str, batch_size: int = 128) -> float:
+    """SentEval's ``wmean`` for STS12–16: per-subset Spearman averaged, weighted by subset size."""
+    pairs = load_sts(name, "test")
+    total, acc = 0, 0.0
+    for subset in dict.fromkeys(pairs.subsets):
+        part = pairs.subset(subset)
+        acc += spearman_cosine(encoder, part, batch_size) * len(part)
+        total += len(part)
+    return acc / total
+
+
+def sts_table(encoder: SupportsEncode, tasks: Sequence[str] = STS_TASKS, batch_size: int = 128) -> dict[str, float]:
+    """Spearman ×100 on each task plus their average (key ``avg``), SimCSE's 7-task table."""
+    scores = {task: sts(encoder, task, "test", batch_size) for task in tasks}
+    scores["avg"] = float(np.mean(list(scores.values())))
+    return scores
+
+
+def format_table(rows: dict[str, dict[str, float]], tasks: Sequence[str] | None = None) -> str:
+    """Rows of ``{task: score}`` as a fixed-width text table with 2 decimals."""
+    if not rows:
+        return ""
+    tasks = list(tasks or next(iter(rows.values())).keys())
+    width = max(len(name) for name in rows) + 2
+    header = "model".ljust(width) + "".join(t.upper().rjust(8) for t in tasks)
+    lines = [header, "-" * len(header)]
+    for name, scores in rows.items():
+        cells = "".join((f"{scores[t]:8.2f}" if t in scores and scores[t] is not None else "       -") for t in tasks)
+        lines.append(name.ljust(width) + cells)
+    return "\n".join(lines)
+
+
+def alignment_uniformity(
+    encoder: SupportsEncode, split: str = "test", threshold: float = 4.0, batch_size: int = 128
+) -> tuple[float, float]:
+    """(alignment, uniformity) on STS-B, as SimCSE computes them (Gao et al. 2021, §5).
+
+    Alignment: :func:`~cl_toolkit.losses.align_loss` over the pairs with gold score
+    > ``threshold`` (positive pairs). Uniformity: :func:`~cl_toolkit.losses.uniform_loss`
+    over all sentences of the split. Lower is better for both.
+    """
+    pairs = load_stsb(split)
+    a, b = _pair_embeddings(encoder, pairs, batch_size)
+    pos = torch.tensor([s > threshold for s in pairs.scores])
+    if pos.sum() < 1:
+        raise ValueError(f"no pair with gold score > {threshold}")
+    everything = embed(encoder, pairs.sentences(), batch_size)
+    return float(align_loss(a[pos], b[pos])), float(uniform_loss(everything))

@@ -1,0 +1,235 @@
+"""Contrastive losses: InfoNCE, NT-Xent, SupCon, alignment and uniformity.
+
+Every loss validates its input (``ValueError`` naming what is wrong) and computes
+similarities and logits in float32, also under autocast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+# --------------------------------------------------------------------------- checks
+def _check_matrix(name: str, x: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape [N, d], got {tuple(x.shape)}")
+    if not torch.isfinite(x.detach()).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def _check_temperature(temperature: float) -> None:
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+
+
+def _check_batch(n: int) -> None:
+    if n < 2:
+        raise ValueError(f"batch size must be at least 2 to have a negative, got {n}")
+
+
+def _no_autocast(x: Tensor):
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+def cosine_matrix(a: Tensor, b: Tensor) -> Tensor:
+    """Cosine similarities ``[N, M]`` between the rows of ``a`` ``[N, d]`` and ``b`` ``[M, d]``, in float32."""
+    with _no_autocast(a):
+        return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
+
+
+# --------------------------------------------------------------------------- InfoNCE
+def info_nce_logits(
+    queries: Tensor,
+    keys: Tensor,
+    temperature: float = 0.05,
+    negatives: Tensor | None = None,
+    hard_negative_weight: float = 0.0,
+) -> Tensor:
+    """The logits ``[N, N + M]`` of :func:`info_nce`; the target of row ``i`` is column ``i``."""
+    _check_matrix("queries", queries)
+    _check_matrix("keys", keys)
+    _check_temperature(temperature)
+    if queries.shape != keys.shape:
+        raise ValueError(
+            f"queries and keys must have the same shape [N, d], got {tuple(queries.shape)} and {tuple(keys.shape)}"
+        )
+    n, d = queries.shape
+    _check_batch(n)
+    with _no_autocast(queries):
+        logits = cosine_matrix(queries, keys) / temperature  # [N, N]
+        if negatives is not None:
+            _check_matrix("negatives", negatives)
+            if negatives.shape[1] != d:
+                raise ValueError(
+                    f"negatives must have shape [M, {d}] to match the embedding size, got {tuple(negatives.shape)}"
+                )
+            neg = cosine_matrix(queries, negatives) / temperature  # [N, M]
+            if hard_negative_weight:
+                if negatives.shape[0] != n:
+                    raise ValueError("hard_negative_weight needs row-aligned hard negatives of shape [N, d]")
+                neg = neg + hard_negative_weight * torch.eye(n, device=neg.device, dtype=neg.dtype)
+            logits = torch.cat([logits, neg], dim=1)  # [N, N + M]
+    return logits
+
+
+def info_nce(
+    queries: Tensor,
+    keys: Tensor,
+    temperature: float = 0.05,
+    negatives: Tensor | None = None,
+    hard_negative_weight: float = 0.0,
+) -> Tensor:
+    r"""InfoNCE with in-batch negatives (van den Oord et al. 2018; SimCSE, Gao et al. 2021).
+
+    .. math::
+
+        \mathcal{L} = -\frac{1}{N}\sum_{i=1}^{N}
+            \log \frac{e^{\cos(q_i, k_i)/\tau}}
+                      {\sum_{j=1}^{N} e^{\cos(q_i, k_j)/\tau} + \sum_{m=1}^{M} e^{\cos(q_i, n_m)/\tau}}
+
+    ``keys[i]`` is the positive of ``queries[i]``; every other key in the batch is a
+    negative. ``negatives`` (shape ``[M, d]``) appends ``M`` extra columns that
+    **every** query sees as negatives. One argument serves both common cases,
+    because the arithmetic is the same:
+
+    * hard negatives, row-aligned (``M == N``, ``negatives[i]`` mined for
+      ``queries[i]``), as in supervised SimCSE and sentence-transformers'
+      ``MultipleNegativesRankingLoss``: query ``i`` sees its own hard negative and
+      the other rows' ones too;
+    * a shared bank or MoCo queue of any size ``M``.
+
+    ``hard_negative_weight`` (SimCSE's variant, needs ``M == N``) adds a constant
+    to the logit of each query's own hard negative.
+
+    Args:
+        queries: ``[N, d]`` anchor embeddings.
+        keys: ``[N, d]`` positive embeddings, row-aligned with ``queries``.
+        temperature: ``τ > 0``; SimCSE uses 0.05.
+        negatives: optional ``[M, d]`` extra negatives.
+        hard_negative_weight: logit bonus on the row-aligned hard negatives.
+
+    Returns:
+        The mean loss, a float32 scalar.
+    """
+    logits = info_nce_logits(queries, keys, temperature, negatives, hard_negative_weight)
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return F.cross_entropy(logits, targets)
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
+    r"""NT-Xent, SimCLR's symmetric loss over ``2N`` views (Chen et al. 2020).
+
+    Stack the views into ``z = [z1; z2]`` (``2N`` rows). View ``a`` has exactly one
+    positive, its partner ``p(a)``, and ``2N - 2`` negatives (every other view):
+
+    .. math::
+
+        \mathcal{L} = -\frac{1}{2N}\sum_{a=1}^{2N}
+            \log \frac{e^{\cos(z_a, z_{p(a)})/\tau}}{\sum_{b \ne a} e^{\cos(z_a, z_b)/\tau}}
+
+    Unlike :func:`info_nce`, the other views of the *same* side are negatives too.
+    """
+    _check_matrix("z1", z1)
+    _check_matrix("z2", z2)
+    _check_temperature(temperature)
+    if z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 must have the same shape [N, d], got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    n = z1.shape[0]
+    _check_batch(n)
+    with _no_autocast(z1):
+        z = torch.cat([z1, z2], dim=0)  # [2N, d]
+        logits = cosine_matrix(z, z) / temperature  # [2N, 2N]
+        logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+        targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+        return F.cross_entropy(logits, targets)
+
+
+def symmetric_info_nce(a: Tensor, b: Tensor, temperature: float = 0.07) -> Tensor:
+    r"""CLIP's symmetric loss (Radford et al. 2021): the mean of InfoNCE in both directions.
+
+    .. math:: \mathcal{L} = \tfrac12\big(\mathrm{InfoNCE}(a \to b) + \mathrm{InfoNCE}(b \to a)\big)
+    """
+    return 0.5 * (info_nce(a, b, temperature) + info_nce(b, a, temperature))
+
+
+def supcon(features: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor:
+    r"""Supervised contrastive loss, :math:`\mathcal{L}^{sup}_{out}` (Khosla et al. 2020, eq. 2).
+
+    Every other example with the same label is a positive:
+
+    .. math::
+
+        \mathcal{L} = \frac{1}{|I'|}\sum_{i \in I'} \frac{-1}{|P(i)|} \sum_{p \in P(i)}
+            \log \frac{e^{\cos(z_i, z_p)/\tau}}{\sum_{a \ne i} e^{\cos(z_i, z_a)/\tau}}
+
+    where :math:`P(i)` are the indices ``≠ i`` sharing ``i``'s label and :math:`I'`
+    the anchors with at least one positive (anchors without one are skipped).
+
+    Args:
+        features: ``[N, d]`` embeddings, or ``[N, V, d]`` with ``V`` views each
+            (flattened to ``N·V`` anchors, a view's label being its example's).
+        labels: ``[N]`` integer labels.
+        temperature: ``τ > 0``.
+    """
+    if isinstance(features, Tensor) and features.dim() == 3:
+        n, v, d = features.shape
+        features = features.reshape(n * v, d)
+        if isinstance(labels, Tensor):
+            labels = labels.repeat_interleave(v)
+    _check_matrix("features", features)
+    _check_temperature(temperature)
+    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != features.shape[0]:
+        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"labels must have shape [{features.shape[0]}], got {shape}")
+    n = features.shape[0]
+    _check_batch(n)
+    with _no_autocast(features):
+        logits = cosine_matrix(features, features) / temperature  # [N, N]
+        self_mask = torch.eye(n, dtype=torch.bool, device=features.device)
+        logits = logits.masked_fill(self_mask, float("-inf"))
+        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # [N, N]
+        pos = (labels[:, None] == labels[None, :]) & ~self_mask  # [N, N]
+        n_pos = pos.sum(1)
+        has_pos = n_pos > 0
+        if not has_pos.any():
+            raise ValueError("supcon needs at least one pair of examples with the same label")
+        mean_log_prob_pos = log_prob.masked_fill(~pos, 0.0).sum(1)[has_pos] / n_pos[has_pos]
+        return -mean_log_prob_pos.mean()
+
+
+# --------------------------------------------------------------------------- Wang & Isola
+def align_loss(x: Tensor, y: Tensor, alpha: float = 2) -> Tensor:
+    r"""Alignment (Wang & Isola 2020): :math:`\mathbb{E}\,\|f(x) - f(y)\|_2^{\alpha}` over positive pairs.
+
+    ``x`` and ``y`` are row-aligned ``[N, d]`` embeddings; they are L2-normalised here.
+    Lower is better.
+    """
+    _check_matrix("x", x)
+    _check_matrix("y", y)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape [N, d], got {tuple(x.shape)} and {tuple(y.shape)}")
+    if not alpha > 0:
+        raise ValueError(f"alpha must be positive, got {alpha!r}")
+    with _no_autocast(x):
+        x, y = F.normalize(x.float(), dim=-1), F.normalize(y.float(), dim=-1)
+        return (x - y).norm(p=2, dim=1).pow(alpha).mean()
+
+
+def uniform_loss(x: Tensor, t: float = 2) -> Tensor:
+    r"""Uniformity (Wang & Isola 2020): :math:`\log \mathbb{E}_{i<j}\, e^{-t\|f(x_i) - f(x_j)\|_2^2}`.
+
+    ``x`` is ``[N, d]``; rows are L2-normalised here. Lower (more negative) is more uniform.
+    """
+    _check_matrix("x", x)
+    _check_batch(x.shape[0])
+    if not t > 0:
+        raise ValueError(f"t must be positive, got {t!r}")
+    with _no_autocast(x):
+        x = F.normalize(x.float(), dim=-1)
+        return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log()
