@@ -27,7 +27,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 $(MATHJAX_DIR)/tex-mml-chtml.js:
 	rm -rf .cache/npm && mkdir -p .cache/npm
-	npm install --silent --no-audit --no-fund --prefix .cache/npm mathjax@3
+	npm install --silent --no-audit --no-fund --prefix .cache/npm mathjax@3.2.2
 	mkdir -p $(MATHJAX_DIR)/output/chtml/fonts $(MATHJAX_DIR)/input/tex
 	cp .cache/npm/node_modules/mathjax/es5/tex-mml-chtml.js $(MATHJAX_DIR)/
 	cp -r .cache/npm/node_modules/mathjax/es5/output/chtml/fonts/woff-v2 $(MATHJAX_DIR)/output/chtml/fonts/

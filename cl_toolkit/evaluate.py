@@ -103,3 +103,31 @@ def alignment_uniformity(
         raise ValueError(f"no pair with gold score > {threshold}")
     everything = embed(encoder, pairs.sentences(), batch_size)
     return float(align_loss(a[pos], b[pos])), float(uniform_loss(everything))
+
+
+class CachedEncoder:
+    """Wrap an encoder so that each distinct sentence is encoded once.
+
+    Evaluations that see the same sentences again (Spearman, then alignment and
+    uniformity, then a table) reuse the stored vectors. Only for a frozen encoder:
+    the cache does not know when weights change.
+    """
+
+    def __init__(self, encoder: SupportsEncode, batch_size: int = 128):
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def encode(self, sentences: Sequence[str], batch_size: int | None = None, **kwargs) -> torch.Tensor:
+        sentences = list(sentences)
+        missing = list(dict.fromkeys(s for s in sentences if s not in self._cache))
+        if missing:
+            emb = embed(self.encoder, missing, batch_size or self.batch_size)
+            self._cache.update(zip(missing, emb))
+        if not sentences:
+            return torch.empty(0)
+        out = torch.stack([self._cache[s] for s in sentences])
+        return F.normalize(out, dim=-1) if kwargs.get("normalize") else out
+
+    def __len__(self) -> int:
+        return len(self._cache)
