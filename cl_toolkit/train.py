@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import is_quiet
+from .config import is_quiet, seed_everything
 
 StepFn = Callable[[nn.Module, list], Tensor]
 EvalFn = Callable[[nn.Module], "float | dict[str, float]"]
@@ -49,7 +49,7 @@ class TrainConfig:
     eval_every: int = 0  # 0: evaluate only at the end (when an eval_fn is given)
     save_every: int = 0  # 0: no checkpoints
     out_dir: str | None = None  # where checkpoints and the best weights go
-    seed: int = 0
+    seed: int = 0  # the data order and the RNG (dropout masks): a run is a function of its seed
     amp: bool = True  # autocast on CUDA (bf16 where supported, else fp16 + GradScaler)
     metric: str = "score"  # which key of eval_fn's dict is "higher is better"
     load_best_at_end: bool = True
@@ -233,6 +233,7 @@ def fit(
     """
     if len(data) < config.batch_size:
         raise ValueError(f"dataset of {len(data)} examples is smaller than one batch of {config.batch_size}")
+    seed_everything(config.seed)  # dropout masks follow config.seed (a resumed run restores its RNG state below)
     device = next(model.parameters()).device
     out_dir = Path(config.out_dir) if config.out_dir else None
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
