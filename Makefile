@@ -13,6 +13,7 @@ NBVAL_TIMEOUT ?= 900
 export CL_DATA_DIR ?= $(abspath ../shared/data)
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: book test unit notebooks site execute bench clean install
 

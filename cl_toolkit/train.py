@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import random
 import shutil
 import time
@@ -338,8 +337,6 @@ def fit(
         if config.max_seconds is not None and time.perf_counter() - t0 > config.max_seconds:
             stopped_early = done < config.steps
             break
-    else:
-        done = config.steps if config.steps > start_step else start_step
     bar.close()
     steps_done = len(losses)
 
