@@ -77,11 +77,14 @@ def _unavailable(name: str, folder: Path, expected: str, cause: Exception | None
     )
 
 
-def _local_or_hub(name: str, folder: str, expected: str, local_fn, hub_fn):
-    """Hub when online (falling back to disk), disk when offline; one clear error otherwise."""
+def _local_or_hub(name: str, folder: str, expected: str, local_fn, hub_fn, hub_offline: bool = False):
+    """Hub when online (falling back to disk), disk when offline; one clear error otherwise.
+
+    ``hub_offline=True``: ``hub_fn`` can also answer offline (from the hub cache), so it is tried first then too.
+    """
     path = data_dir() / folder
     cause: Exception | None = None
-    if not is_offline():
+    if not is_offline() or hub_offline:
         try:
             return hub_fn()
         except Exception as exc:  # network, missing dataset, ...
@@ -102,6 +105,18 @@ def _hub(repo: str, **kwargs):
     from datasets import load_dataset
 
     return load_dataset(repo, **kwargs)
+
+
+def _hub_file(repo: str, filename: str) -> str:
+    """The local path of one file of hub dataset ``repo``, kept in the Hugging Face hub cache.
+
+    Online it is downloaded there once; offline (``HF_HUB_OFFLINE=1``) the cached copy is used,
+    e.g. one fetched beforehand with ``hf download REPO FILE --repo-type dataset``.
+    (``datasets.load_dataset(repo)`` offline reads only its own processed cache, not the hub cache.)
+    """
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(repo, filename, repo_type="dataset", local_files_only=is_offline())
 
 
 # --------------------------------------------------------------------------- STS
@@ -203,9 +218,9 @@ def load_sts(name: str, split: str = "test") -> STSPairs:
 def load_nli_triplets(limit: int | None = None) -> list[tuple[str, str, str]]:
     """(premise, entailment hypothesis, contradiction hypothesis) triplets.
 
-    Online: SimCSE's ``nli_for_simcse.csv`` (SNLI + MNLI, 275,601 triplets).
-    Offline: built from SNLI dev + test by grouping on the premise (the premises
-    with both an entailment and a contradiction hypothesis, about 5.9k).
+    Online, or offline from the hub cache: SimCSE's ``nli_for_simcse.csv`` (SNLI + MNLI,
+    275,601 triplets). Otherwise offline: built from SNLI dev + test by grouping on the premise
+    (the premises with both an entailment and a contradiction hypothesis, about 5.9k).
     """
 
     def local(path: Path) -> list[tuple[str, str, str]]:
@@ -221,18 +236,19 @@ def load_nli_triplets(limit: int | None = None) -> list[tuple[str, str, str]]:
         return triplets
 
     def hub() -> list[tuple[str, str, str]]:
-        ds = _hub(HUB["simcse"], data_files="nli_for_simcse.csv", split="train")
-        return list(zip(ds["sent0"], ds["sent1"], ds["hard_neg"]))
+        with open(_hub_file(HUB["simcse"], "nli_for_simcse.csv"), encoding="utf-8", newline="") as f:
+            return [(r["sent0"], r["sent1"], r["hard_neg"]) for r in csv.DictReader(f)]
 
-    triplets = _local_or_hub("nli", "snli", "s1.dev", local, hub)
+    triplets = _local_or_hub("nli", "snli", "s1.dev", local, hub, hub_offline=True)
     return triplets[:limit] if limit is not None else triplets
 
 
 def load_sentences(name: str = "wiki1m", limit: int | None = None) -> list[str]:
     """An unlabelled sentence corpus.
 
-    * ``wiki1m`` — SimCSE's one million Wikipedia sentences (offline: the
-      11,914-sentence head in ``wiki1m_head/``; the truncated last line dropped);
+    * ``wiki1m`` — SimCSE's one million Wikipedia sentences (online, or offline from
+      the hub cache; otherwise offline: the 11,914-sentence head in ``wiki1m_head/``,
+      the truncated last line dropped);
     * ``stsb-train`` — the distinct sentences of STS-B train (scores unused).
     """
     if name == "stsb-train":
@@ -250,8 +266,8 @@ def load_sentences(name: str = "wiki1m", limit: int | None = None) -> list[str]:
         return [s.strip() for s in lines if s.strip()]
 
     def hub() -> list[str]:
-        ds = _hub(HUB["simcse"], data_files="wiki1m_for_simcse.txt", split="train")
-        return [s.strip() for s in ds["text"] if s.strip()]
+        with open(_hub_file(HUB["simcse"], "wiki1m_for_simcse.txt"), encoding="utf-8") as f:
+            return [s.strip() for s in f if s.strip()]
 
-    sentences = _local_or_hub("wiki1m", "wiki1m_head", file, local, hub)
+    sentences = _local_or_hub("wiki1m", "wiki1m_head", file, local, hub, hub_offline=True)
     return sentences[:limit] if limit is not None else sentences

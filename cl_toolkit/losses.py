@@ -61,6 +61,8 @@ def info_nce_logits(
         )
     n, d = queries.shape
     _check_batch(n)
+    if hard_negative_weight and negatives is None:
+        raise ValueError("hard_negative_weight needs row-aligned hard negatives of shape [N, d]; got negatives=None")
     with _no_autocast(queries):
         logits = cosine_matrix(queries, keys) / temperature  # [N, N]
         if negatives is not None:
@@ -233,3 +235,182 @@ def uniform_loss(x: Tensor, t: float = 2) -> Tensor:
     with _no_autocast(x):
         x = F.normalize(x.float(), dim=-1)
         return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log()
+
+
+# --------------------------------------------------------------------------- cached (GradCache) losses
+# Gao, Zhang, Han & Callan (2021), "Scaling Deep Contrastive Learning Batch Size under Memory
+# Limited Setup": the loss of a contrastive batch depends on the encoder only through the
+# embeddings, so the backward pass can be cut at the embeddings and run one chunk at a time.
+from collections.abc import Mapping  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from typing import Any, Callable, Iterator, Sequence  # noqa: E402
+
+from torch.utils.checkpoint import get_device_states, set_device_states  # noqa: E402
+
+
+class RngSnapshot:
+    """The CPU and CUDA random-number states at one moment, to replay a forward pass's dropout.
+
+    Every initialised CUDA device is included, not only those of ``tensors``: the inputs
+    often sit on the CPU while the model (and its dropout) runs on a GPU.
+    """
+
+    def __init__(self, *tensors: Any):
+        self.cpu = torch.get_rng_state()
+        self.devices, self.states = get_device_states(*tensors)
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            for device in range(torch.cuda.device_count()):
+                if device not in self.devices:
+                    self.devices.append(device)
+                    self.states.append(torch.cuda.get_rng_state(device))
+
+    @contextmanager
+    def replay(self) -> Iterator[None]:
+        """Run the block from the saved state; the state outside the block is left untouched."""
+        with torch.random.fork_rng(devices=self.devices):
+            torch.set_rng_state(self.cpu)
+            set_device_states(self.devices, self.states)
+            yield
+
+
+def _rows(inputs: Any) -> int:
+    if isinstance(inputs, Tensor):
+        return inputs.shape[0]
+    if isinstance(inputs, Mapping):
+        return next(v.shape[0] for v in inputs.values() if isinstance(v, Tensor))
+    return len(inputs)
+
+
+def _slice_rows(inputs: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of a tensor, a list, or a tokenizer batch (a mapping of ``[N, L]`` tensors).
+
+    For a tokenizer batch the trailing columns that are padding in *every* one of these
+    rows are dropped, so that a chunk costs what its own longest sequence costs (exact:
+    padded positions are masked out of attention and pooling).
+    """
+    if not isinstance(inputs, Mapping):
+        return inputs[start:stop]
+    rows = {k: (v[start:stop] if isinstance(v, Tensor) else v) for k, v in inputs.items()}
+    mask = rows.get("attention_mask")
+    if isinstance(mask, Tensor) and mask.dim() == 2 and mask.shape[1] > 0:
+        length = mask.shape[1]
+        real = mask.bool().any(dim=0).nonzero()
+        width = int(real.max()) + 1 if len(real) else length
+        if width < length:
+            rows = {k: (v[:, :width] if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[1] == length else v)
+                    for k, v in rows.items()}
+    return rows
+
+
+class _CutAtEmbeddings(torch.autograd.Function):
+    """Identity on the embeddings; its backward re-encodes chunk by chunk (GradCache's step 3)."""
+
+    @staticmethod
+    def forward(ctx, replay: Callable[[Sequence[Tensor | None]], None], *reps: Tensor):
+        ctx.replay = replay
+        return tuple(r.view_as(r) for r in reps)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        ctx.replay(grads)
+        return (None,) * (1 + len(grads))
+
+
+def cached_loss(
+    encode: Callable[[Any], Tensor],
+    columns: Sequence[Any],
+    loss_fn: Callable[..., Tensor],
+    chunk_size: int = 64,
+) -> Tensor:
+    r"""Any loss of embeddings at a memory that does not grow with the batch (GradCache).
+
+    ``loss_fn(encode(columns[0]), encode(columns[1]), ...)``, computed in three steps
+    (Gao et al. 2021, GradCache):
+
+    1. encode every column in chunks of ``chunk_size`` rows **without** a graph,
+       saving the random-number state before each chunk;
+    2. compute the loss on the (small) ``[N, d]`` embeddings, with autograd;
+    3. when ``.backward()`` reaches the embeddings with :math:`g = \partial\mathcal{L}/\partial z`,
+       re-encode each chunk from its saved random-number state — the *same dropout
+       masks* — and back-propagate :math:`g` through that chunk alone.
+
+    Since :math:`\partial\mathcal{L}/\partial\theta = \sum_i (\partial z_i/\partial\theta)^\top g_i`,
+    the gradients equal those of the plain loss on the same forward passes; only
+    one chunk's activations are alive at a time, at the price of one extra
+    forward pass. The returned loss is an ordinary scalar: call ``.backward()``
+    (or scale it, as ``GradScaler`` does) as with the plain loss.
+
+    The dropout masks are those of a forward pass in chunks; a one-shot forward
+    over the whole batch would draw other (equally random) masks. With one chunk
+    per column (``chunk_size >= N``) the random numbers are drawn exactly as by
+    ``loss_fn(encode(columns[0]), encode(columns[1]), ...)``.
+
+    Args:
+        encode: ``encode(rows) -> [n, d]`` embeddings with gradients (e.g. an ``Encoder``).
+        columns: the model inputs of each column — tensors, tokenizer batches
+            (dicts of ``[N, L]`` tensors) or lists — all with the same number of rows ``N``.
+        loss_fn: ``loss_fn(*embeddings) -> scalar``.
+        chunk_size: rows encoded at once.
+    """
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if len(columns) < 1:
+        raise ValueError("cached_loss needs at least one column of inputs")
+    n = _rows(columns[0])
+    if any(_rows(c) != n for c in columns):
+        raise ValueError(f"every column must have the same number of rows, got {[_rows(c) for c in columns]}")
+    ranges = [(i, min(i + chunk_size, n)) for i in range(0, n, chunk_size)]
+
+    # 1. embeddings without a graph; one RNG snapshot per chunk
+    snapshots: list[list[RngSnapshot]] = []
+    reps: list[Tensor] = []
+    with torch.no_grad():
+        for column in columns:
+            snaps, parts = [], []
+            for start, stop in ranges:
+                rows = _slice_rows(column, start, stop)
+                snaps.append(RngSnapshot(*(rows.values() if isinstance(rows, Mapping) else [rows])))
+                parts.append(encode(rows))  # [chunk, d]
+            snapshots.append(snaps)
+            reps.append(torch.cat(parts))  # [N, d]
+    device_type = reps[0].device.type
+    amp = (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+
+    # 3. (run by backward) re-encode each chunk with its saved masks, push the cached gradient through it
+    def replay(grads: Sequence[Tensor | None]) -> None:
+        with torch.enable_grad(), torch.autocast(device_type, dtype=amp[1], enabled=amp[0]):
+            for column, snaps, grad in zip(columns, snapshots, grads):
+                if grad is None:
+                    continue
+                for (start, stop), snap in zip(ranges, snaps):
+                    with snap.replay():
+                        z = encode(_slice_rows(column, start, stop))  # [chunk, d]
+                    torch.autograd.backward(z, grad[start:stop].to(z.dtype))
+
+    # 2. the loss on the cached embeddings, cut from the encoder's graph
+    leaves = [r.detach().requires_grad_(True) for r in reps]
+    return loss_fn(*_CutAtEmbeddings.apply(replay, *leaves))
+
+
+def cached_info_nce(
+    encode: Callable[[Any], Tensor],
+    queries: Any,
+    keys: Any,
+    temperature: float = 0.05,
+    negatives: Any | None = None,
+    hard_negative_weight: float = 0.0,
+    chunk_size: int = 64,
+) -> Tensor:
+    """:func:`info_nce` of ``encode(queries)``, ``encode(keys)`` (and ``encode(negatives)``) via :func:`cached_loss`.
+
+    Same value and gradients as the plain loss on the same forward passes, at
+    the memory of one chunk of ``chunk_size`` rows (plus the ``[N, d]``
+    embeddings and the ``[N, N + M]`` logits).
+    """
+    _check_temperature(temperature)
+    columns = [queries, keys] + ([negatives] if negatives is not None else [])
+
+    def loss_fn(q: Tensor, k: Tensor, neg: Tensor | None = None) -> Tensor:
+        return info_nce(q, k, temperature, negatives=neg, hard_negative_weight=hard_negative_weight)
+
+    return cached_loss(encode, columns, loss_fn, chunk_size)
