@@ -104,3 +104,21 @@ def tiny():
     from cl_toolkit.models import Encoder
 
     return Encoder.tiny(seed=0)
+
+
+# ---------------------------------------------------------------------------- chapter runtimes
+_chapter_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Add up the time nbval spends in each chapter notebook (all phases of all its cells)."""
+    path = report.nodeid.split("::")[0]
+    if path.endswith(".ipynb"):
+        _chapter_seconds[path] = _chapter_seconds.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _chapter_seconds:
+        terminalreporter.section("chapter runtimes under nbval (quick profile)")
+        for path, seconds in sorted(_chapter_seconds.items()):
+            terminalreporter.write_line(f"{path:45s} {seconds:7.1f} s")
