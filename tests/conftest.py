@@ -107,18 +107,27 @@ def tiny():
 
 
 # ---------------------------------------------------------------------------- chapter runtimes
-_chapter_seconds: dict[str, float] = {}
+class _ChapterTimer:
+    """Adds up the time nbval spends in each chapter notebook and prints it at the end.
+
+    Registered as a plugin (not as conftest hooks, which only see items below tests/).
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report) -> None:
+        path = report.nodeid.split("::")[0]
+        if path.endswith(".ipynb"):
+            self.seconds[path] = self.seconds.get(path, 0.0) + report.duration
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.seconds:
+            terminalreporter.section("chapter runtimes under nbval (quick profile)")
+            for path, seconds in sorted(self.seconds.items()):
+                terminalreporter.write_line(f"{path:45s} {seconds:7.1f} s")
 
 
-def pytest_runtest_logreport(report):
-    """Add up the time nbval spends in each chapter notebook (all phases of all its cells)."""
-    path = report.nodeid.split("::")[0]
-    if path.endswith(".ipynb"):
-        _chapter_seconds[path] = _chapter_seconds.get(path, 0.0) + report.duration
-
-
-def pytest_terminal_summary(terminalreporter):
-    if _chapter_seconds:
-        terminalreporter.section("chapter runtimes under nbval (quick profile)")
-        for path, seconds in sorted(_chapter_seconds.items()):
-            terminalreporter.write_line(f"{path:45s} {seconds:7.1f} s")
+def pytest_configure(config):
+    if not config.pluginmanager.has_plugin("cl-chapter-timer"):
+        config.pluginmanager.register(_ChapterTimer(), "cl-chapter-timer")
