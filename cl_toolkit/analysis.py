@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .losses import _check_matrix, _check_temperature, _check_batch
+from .losses import _check_batch, _check_pair, _check_temperature
 
 
 # --------------------------------------------------------------------------- a common error
@@ -82,11 +82,8 @@ def pull_push(queries: Tensor, keys: Tensor, temperature: float = 0.05) -> tuple
         ``(pull, push, probs)``: ``[N, d]``, ``[N, d]`` (both with the factor
         :math:`1/(N\tau)`) and the ``[N, N]`` softmax :math:`p_{ij}`.
     """
-    _check_matrix("queries", queries)
-    _check_matrix("keys", keys)
+    _check_pair("queries", queries, "keys", keys)
     _check_temperature(temperature)
-    if queries.shape != keys.shape:
-        raise ValueError(f"queries and keys must have the same shape, got {tuple(queries.shape)} and {tuple(keys.shape)}")
     n = queries.shape[0]
     _check_batch(n)
     u = F.normalize(queries.float(), dim=-1)  # [N, d]

@@ -23,6 +23,16 @@ def _check_matrix(name: str, x: Tensor) -> None:
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
+def _check_pair(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
+    """Two row-aligned ``[N, d]`` matrices (queries and keys, two views, a positive pair)."""
+    _check_matrix(name_a, a)
+    _check_matrix(name_b, b)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape [N, d], got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
 def _check_temperature(temperature: float) -> None:
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
@@ -52,13 +62,8 @@ def info_nce_logits(
     hard_negative_weight: float = 0.0,
 ) -> Tensor:
     """The logits ``[N, N + M]`` of :func:`info_nce`; the target of row ``i`` is column ``i``."""
-    _check_matrix("queries", queries)
-    _check_matrix("keys", keys)
+    _check_pair("queries", queries, "keys", keys)
     _check_temperature(temperature)
-    if queries.shape != keys.shape:
-        raise ValueError(
-            f"queries and keys must have the same shape [N, d], got {tuple(queries.shape)} and {tuple(keys.shape)}"
-        )
     n, d = queries.shape
     _check_batch(n)
     if hard_negative_weight and negatives is None:
@@ -137,11 +142,8 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
 
     Unlike :func:`info_nce`, the other views of the *same* side are negatives too.
     """
-    _check_matrix("z1", z1)
-    _check_matrix("z2", z2)
+    _check_pair("z1", z1, "z2", z2)
     _check_temperature(temperature)
-    if z1.shape != z2.shape:
-        raise ValueError(f"z1 and z2 must have the same shape [N, d], got {tuple(z1.shape)} and {tuple(z2.shape)}")
     n = z1.shape[0]
     _check_batch(n)
     with _no_autocast(z1):
@@ -212,10 +214,7 @@ def align_loss(x: Tensor, y: Tensor, alpha: float = 2) -> Tensor:
     ``x`` and ``y`` are row-aligned ``[N, d]`` embeddings; they are L2-normalised here.
     Lower is better.
     """
-    _check_matrix("x", x)
-    _check_matrix("y", y)
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape [N, d], got {tuple(x.shape)} and {tuple(y.shape)}")
+    _check_pair("x", x, "y", y)
     if not alpha > 0:
         raise ValueError(f"alpha must be positive, got {alpha!r}")
     with _no_autocast(x):

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .losses import _check_matrix, _check_temperature, cosine_matrix, info_nce_logits
+from .losses import _check_matrix, _check_pair, _check_temperature, cosine_matrix, info_nce_logits
 from .models import Encoder
 from .train import TrainConfig, TrainResult, fit
 
@@ -59,13 +59,8 @@ def moco_logits(
 
     Similarities are cosines (the vectors are L2-normalised here), in float32.
     """
-    _check_matrix("queries", queries)
-    _check_matrix("keys", keys)
+    _check_pair("queries", queries, "keys", keys)
     _check_temperature(temperature)
-    if queries.shape != keys.shape:
-        raise ValueError(
-            f"queries and keys must have the same shape [N, d], got {tuple(queries.shape)} and {tuple(keys.shape)}"
-        )
     if queue is not None:
         _check_matrix("queue", queue)
         if queue.shape[1] != queries.shape[1]:
