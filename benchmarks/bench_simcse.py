@@ -132,7 +132,8 @@ def main() -> None:
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from torch.utils.flop_counter import FlopCounterMode
 
-    from cl_toolkit.models import Encoder, resolve_model
+    from cl_toolkit.hub import resolve_model
+    from cl_toolkit.models import Encoder
     from cl_toolkit.simcse import unsup_simcse_loss
 
     t_start = time.perf_counter()

@@ -20,7 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .losses import _check_batch, _check_pair, _check_temperature
+from .checks import check_batch, check_pair, check_temperature
+
+__all__ = [
+    "QuadraticCritic",
+    "correlated_gaussians",
+    "fit_infonce_critic",
+    "gaussian_mi",
+    "info_nce_grad",
+    "infonce_mi_bound",
+    "optimal_gaussian_critic",
+    "pull_push",
+    "rho_for_mi",
+    "survey_loss",
+]
 
 
 # --------------------------------------------------------------------------- a common error
@@ -47,7 +60,7 @@ def survey_loss(scores: Tensor, reduction: str = "sum") -> Tensor:
     if reduction not in ("sum", "mean", "none"):
         raise ValueError(f"reduction must be 'sum', 'mean' or 'none', got {reduction!r}")
     n = scores.shape[-1]
-    _check_batch(n)
+    check_batch(n)
     eye = torch.eye(n, dtype=torch.bool, device=scores.device)  # [N, N]
     own = scores.unsqueeze(-1)  # [..., N, 1]: e^{q(x_i)}
     others = scores.unsqueeze(-2).expand(*scores.shape[:-1], n, n)  # [..., N, N]: row i holds q(x_j)
@@ -82,10 +95,10 @@ def pull_push(queries: Tensor, keys: Tensor, temperature: float = 0.05) -> tuple
         ``(pull, push, probs)``: ``[N, d]``, ``[N, d]`` (both with the factor
         :math:`1/(N\tau)`) and the ``[N, N]`` softmax :math:`p_{ij}`.
     """
-    _check_pair("queries", queries, "keys", keys)
-    _check_temperature(temperature)
+    check_pair("queries", queries, "keys", keys)
+    check_temperature(temperature)
     n = queries.shape[0]
-    _check_batch(n)
+    check_batch(n)
     u = F.normalize(queries.float(), dim=-1)  # [N, d]
     v = F.normalize(keys.float(), dim=-1)  # [N, d]
     probs = torch.softmax(u @ v.T / temperature, dim=1)  # [N, N]
@@ -200,7 +213,7 @@ def infonce_mi_bound(scores: Tensor) -> Tensor:
     if not isinstance(scores, Tensor) or scores.dim() < 2 or scores.shape[-1] != scores.shape[-2]:
         raise ValueError("scores must be a torch.Tensor of shape [..., N, N]")
     n = scores.shape[-1]
-    _check_batch(n)
+    check_batch(n)
     log_softmax = scores.float() - torch.logsumexp(scores.float(), dim=-1, keepdim=True)  # [..., N, N]
     return math.log(n) + log_softmax.diagonal(dim1=-2, dim2=-1).mean(-1)
 

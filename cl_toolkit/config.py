@@ -8,7 +8,8 @@ Two profiles share one code path and differ only in sizes:
 The profile comes from ``CL_PROFILE``; by default it is ``full`` when CUDA is
 available and ``quick`` otherwise.
 
-This module imports neither transformers nor datasets: the offline switches
+Offline detection lives in :mod:`cl_toolkit.hub`. This module imports neither
+transformers nor datasets: the offline switches
 (``HF_HUB_OFFLINE``, ``HF_DATASETS_OFFLINE``) are read by those libraries when
 they are imported, so ``setup()`` must run first.
 """
@@ -17,8 +18,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,22 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from . import hub
+
+__all__ = [
+    "PROFILES",
+    "REPO_ROOT",
+    "Settings",
+    "default_data_dir",
+    "default_threads",
+    "get_device",
+    "get_profile",
+    "is_quiet",
+    "quiet_libraries",
+    "seed_everything",
+    "setup",
+]
 
 PROFILES = ("quick", "full")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -56,39 +71,25 @@ def get_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def default_threads() -> int:
+    """``CL_THREADS``, else ``OMP_NUM_THREADS`` (as ``torchrun`` and schedulers set it), else
+    ``min(cores, 8)``."""
+    for name in ("CL_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            try:
+                threads = int(value)
+            except ValueError:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+            if threads < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            return threads
+    return min(os.cpu_count() or 1, 8)
+
+
 def is_quiet() -> bool:
     """True when progress bars should stay silent (``CL_QUIET=1``, set for nbval and CI)."""
     return _env_flag("CL_QUIET")
-
-
-def hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
-    """One TCP connection attempt to the hub, bounded by ``timeout`` seconds."""
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def is_offline() -> bool:
-    """True when the Hugging Face hub must not be contacted."""
-    return _env_flag("HF_HUB_OFFLINE") or _env_flag("CL_OFFLINE")
-
-
-def set_offline(offline: bool = True) -> None:
-    """Switch the hub libraries to offline mode, also when they are already imported."""
-    value = "1" if offline else "0"
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ[name] = value
-    # Libraries that were imported before this call read the variables at import time.
-    hub_constants = sys.modules.get("huggingface_hub.constants")
-    if hub_constants is not None:
-        hub_constants.HF_HUB_OFFLINE = offline
-    ds_config = sys.modules.get("datasets.config")
-    if ds_config is not None:
-        ds_config.HF_HUB_OFFLINE = offline
-        if hasattr(ds_config, "HF_DATASETS_OFFLINE"):
-            ds_config.HF_DATASETS_OFFLINE = offline
 
 
 def quiet_libraries() -> None:
@@ -170,15 +171,15 @@ def setup(
     profile = get_profile(profile)
     device = get_device()
     if offline is None:
-        offline = is_offline() or not hub_reachable()
-    set_offline(offline)
+        offline = hub.is_offline() or not hub.hub_reachable()
+    hub.set_offline(offline)
     if quiet is None:
         quiet = is_quiet()
     if quiet:
         quiet_libraries()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if threads is None:
-        threads = int(os.environ.get("CL_THREADS", "0")) or min(os.cpu_count() or 1, 8)
+        threads = default_threads()
     torch.set_num_threads(threads)
     seed_everything(seed)
     try:  # figures: a consistent, readable default

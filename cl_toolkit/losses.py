@@ -6,41 +6,17 @@ similarities and logits in float32, also under autocast.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .checks import check_batch, check_matrix, check_pair, check_temperature
+from .rng import RngSnapshot
 
-# --------------------------------------------------------------------------- checks
-def _check_matrix(name: str, x: Tensor) -> None:
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must have shape [N, d], got {tuple(x.shape)}")
-    if not torch.isfinite(x.detach()).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-
-
-def _check_pair(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
-    """Two row-aligned ``[N, d]`` matrices (queries and keys, two views, a positive pair)."""
-    _check_matrix(name_a, a)
-    _check_matrix(name_b, b)
-    if a.shape != b.shape:
-        raise ValueError(
-            f"{name_a} and {name_b} must have the same shape [N, d], got {tuple(a.shape)} and {tuple(b.shape)}"
-        )
-
-
-def _check_temperature(temperature: float) -> None:
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-
-
-def _check_batch(n: int) -> None:
-    if n < 2:
-        raise ValueError(f"batch size must be at least 2 to have a negative, got {n}")
+__all__ = [
+    "align_loss", "cached_info_nce", "cached_loss", "cosine_matrix", "info_nce", "info_nce_logits",
+    "nt_xent", "supcon", "symmetric_info_nce", "uniform_loss",
+]
 
 
 def _no_autocast(x: Tensor):
@@ -62,16 +38,16 @@ def info_nce_logits(
     hard_negative_weight: float = 0.0,
 ) -> Tensor:
     """The logits ``[N, N + M]`` of :func:`info_nce`; the target of row ``i`` is column ``i``."""
-    _check_pair("queries", queries, "keys", keys)
-    _check_temperature(temperature)
+    check_pair("queries", queries, "keys", keys)
+    check_temperature(temperature)
     n, d = queries.shape
-    _check_batch(n)
+    check_batch(n)
     if hard_negative_weight and negatives is None:
         raise ValueError("hard_negative_weight needs row-aligned hard negatives of shape [N, d]; got negatives=None")
     with _no_autocast(queries):
         logits = cosine_matrix(queries, keys) / temperature  # [N, N]
         if negatives is not None:
-            _check_matrix("negatives", negatives)
+            check_matrix("negatives", negatives)
             if negatives.shape[1] != d:
                 raise ValueError(
                     f"negatives must have shape [M, {d}] to match the embedding size, got {tuple(negatives.shape)}"
@@ -142,10 +118,10 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
 
     Unlike :func:`info_nce`, the other views of the *same* side are negatives too.
     """
-    _check_pair("z1", z1, "z2", z2)
-    _check_temperature(temperature)
+    check_pair("z1", z1, "z2", z2)
+    check_temperature(temperature)
     n = z1.shape[0]
-    _check_batch(n)
+    check_batch(n)
     with _no_autocast(z1):
         z = torch.cat([z1, z2], dim=0)  # [2N, d]
         logits = cosine_matrix(z, z) / temperature  # [2N, 2N]
@@ -186,13 +162,13 @@ def supcon(features: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor
         features = features.reshape(n * v, d)
         if isinstance(labels, Tensor):
             labels = labels.repeat_interleave(v)
-    _check_matrix("features", features)
-    _check_temperature(temperature)
+    check_matrix("features", features)
+    check_temperature(temperature)
     if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != features.shape[0]:
         shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
         raise ValueError(f"labels must have shape [{features.shape[0]}], got {shape}")
     n = features.shape[0]
-    _check_batch(n)
+    check_batch(n)
     with _no_autocast(features):
         logits = cosine_matrix(features, features) / temperature  # [N, N]
         self_mask = torch.eye(n, dtype=torch.bool, device=features.device)
@@ -214,7 +190,7 @@ def align_loss(x: Tensor, y: Tensor, alpha: float = 2) -> Tensor:
     ``x`` and ``y`` are row-aligned ``[N, d]`` embeddings; they are L2-normalised here.
     Lower is better.
     """
-    _check_pair("x", x, "y", y)
+    check_pair("x", x, "y", y)
     if not alpha > 0:
         raise ValueError(f"alpha must be positive, got {alpha!r}")
     with _no_autocast(x):
@@ -227,8 +203,8 @@ def uniform_loss(x: Tensor, t: float = 2) -> Tensor:
 
     ``x`` is ``[N, d]``; rows are L2-normalised here. Lower (more negative) is more uniform.
     """
-    _check_matrix("x", x)
-    _check_batch(x.shape[0])
+    check_matrix("x", x)
+    check_batch(x.shape[0])
     if not t > 0:
         raise ValueError(f"t must be positive, got {t!r}")
     with _no_autocast(x):
@@ -241,35 +217,8 @@ def uniform_loss(x: Tensor, t: float = 2) -> Tensor:
 # Limited Setup": the loss of a contrastive batch depends on the encoder only through the
 # embeddings, so the backward pass can be cut at the embeddings and run one chunk at a time.
 from collections.abc import Mapping  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from typing import Any, Callable, Iterator, Sequence  # noqa: E402
+from typing import Any, Callable, Sequence  # noqa: E402
 
-from torch.utils.checkpoint import get_device_states, set_device_states  # noqa: E402
-
-
-class RngSnapshot:
-    """The CPU and CUDA random-number states at one moment, to replay a forward pass's dropout.
-
-    Every initialised CUDA device is included, not only those of ``tensors``: the inputs
-    often sit on the CPU while the model (and its dropout) runs on a GPU.
-    """
-
-    def __init__(self, *tensors: Any):
-        self.cpu = torch.get_rng_state()
-        self.devices, self.states = get_device_states(*tensors)
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            for device in range(torch.cuda.device_count()):
-                if device not in self.devices:
-                    self.devices.append(device)
-                    self.states.append(torch.cuda.get_rng_state(device))
-
-    @contextmanager
-    def replay(self) -> Iterator[None]:
-        """Run the block from the saved state; the state outside the block is left untouched."""
-        with torch.random.fork_rng(devices=self.devices):
-            torch.set_rng_state(self.cpu)
-            set_device_states(self.devices, self.states)
-            yield
 
 
 def _rows(inputs: Any) -> int:
@@ -406,7 +355,7 @@ def cached_info_nce(
     the memory of one chunk of ``chunk_size`` rows (plus the ``[N, d]``
     embeddings and the ``[N, N + M]`` logits).
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     columns = [queries, keys] + ([negatives] if negatives is not None else [])
 
     def loss_fn(q: Tensor, k: Tensor, neg: Tensor | None = None) -> Tensor:

@@ -28,18 +28,22 @@ encoder and the queue never receive gradients. Two recipes share the code:
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, replace
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .losses import _check_matrix, _check_pair, _check_temperature, cosine_matrix, info_nce_logits
+from .checks import check_matrix, check_pair, check_temperature
+from .losses import cosine_matrix, info_nce_logits
 from .models import Encoder
-from .train import TrainConfig, TrainResult, fit
+from .text_recipe import TextEncoderRecipe
+
+__all__ = ["MoCo", "MoCoRecipe", "POSITIVES", "moco_logits", "moco_loss", "moco_step", "momentum_update"]
 
 POSITIVES = ("query", "key")
+QUEUE_INITS = ("empty", "random")
 
 
 # --------------------------------------------------------------------------- the loss
@@ -59,10 +63,10 @@ def moco_logits(
 
     Similarities are cosines (the vectors are L2-normalised here), in float32.
     """
-    _check_pair("queries", queries, "keys", keys)
-    _check_temperature(temperature)
+    check_pair("queries", queries, "keys", keys)
+    check_temperature(temperature)
     if queue is not None:
-        _check_matrix("queue", queue)
+        check_matrix("queue", queue)
         if queue.shape[1] != queries.shape[1]:
             raise ValueError(f"queue must have shape [K, {queries.shape[1]}], got {tuple(queue.shape)}")
         if queue.shape[0] == 0:
@@ -144,8 +148,11 @@ class MoCo(nn.Module):
     State (all in ``state_dict``, so :func:`~cl_toolkit.train.fit` checkpoints it):
     ``query.*`` (trained), ``key.*`` (momentum copy, ``requires_grad=False``),
     ``queue`` ``[K, d]`` (unit-norm keys), ``queue_ptr`` (next slot to write) and
-    ``queue_len`` (how many slots hold a key; the queue starts empty and only
-    filled slots are used as negatives).
+    ``queue_len`` (how many slots hold a key; only filled slots are used as
+    negatives). The queue starts empty (``queue_init="empty"``, ESimCSE) or full of
+    random unit vectors (``"random"``, as MoCo's reference code); the default is
+    ``"random"`` when the queue is the only source of negatives
+    (``in_batch_negatives=False``, MoCo v1), so the first step has negatives.
 
     ``encode`` and ``forward`` are the query encoder's, so evaluation functions
     written for an :class:`~cl_toolkit.models.Encoder` take a ``MoCo`` as is.
@@ -162,6 +169,8 @@ class MoCo(nn.Module):
             no gradient, MoCo v1).
         in_batch_negatives: whether the batch's other keys are negatives too.
         key_dropout: keep dropout on in the key encoder (ESimCSE turns it off).
+        queue_init: ``"empty"`` or ``"random"`` (unit vectors from the current torch RNG);
+            ``None``: ``"random"`` for MoCo v1 (``in_batch_negatives=False``), else ``"empty"``.
         track_texts: remember the sentence behind each queued key (a Python list,
             not part of the checkpoint) so that :meth:`queue_consistency` and
             :meth:`key_query_agreement` can re-encode it.
@@ -176,14 +185,19 @@ class MoCo(nn.Module):
         positive: str = "query",
         in_batch_negatives: bool = True,
         key_dropout: bool = False,
+        queue_init: str | None = None,
         track_texts: bool = False,
     ):
         super().__init__()
+        if queue_init is None:
+            queue_init = "empty" if in_batch_negatives else "random"
+        if queue_init not in QUEUE_INITS:
+            raise ValueError(f"queue_init must be one of {QUEUE_INITS}, got {queue_init!r}")
         if not isinstance(queue_size, int) or queue_size < 0:
             raise ValueError(f"queue_size must be a non-negative int, got {queue_size!r}")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
-        _check_temperature(temperature)
+        check_temperature(temperature)
         if positive not in POSITIVES:
             raise ValueError(f"positive must be one of {POSITIVES}, got {positive!r}")
         if not in_batch_negatives and queue_size == 0:
@@ -205,6 +219,9 @@ class MoCo(nn.Module):
         self.register_buffer("queue_len", torch.zeros((), dtype=torch.long, device=device))
         self.track_texts = track_texts
         self.queue_texts: list[str | None] = [None] * queue_size
+        if queue_init == "random" and queue_size > 0:
+            self.queue.copy_(F.normalize(torch.randn(queue_size, encoder.dim), dim=-1))
+            self.queue_len.fill_(queue_size)
 
     # ----------------------------------------------------------------- properties
     @property
@@ -237,7 +254,7 @@ class MoCo(nn.Module):
         k = self.queue_size
         if k == 0:
             return
-        _check_matrix("keys", keys)
+        check_matrix("keys", keys)
         if keys.shape[1] != self.dim:
             raise ValueError(f"keys must have shape [B, {self.dim}], got {tuple(keys.shape)}")
         keys = F.normalize(keys.detach().float(), dim=-1)[-k:]  # [b, d], b <= K
@@ -328,9 +345,9 @@ def moco_step(model: MoCo, batch: Sequence) -> Tensor:
     as NLI premise and entailment; further fields are ignored).
 
     * ``positive="query"``: ``q`` and ``k⁺`` both come from the query encoder, with
-      gradients — for sentences these are the very two dropout passes of
-      :func:`cl_toolkit.simcse.unsup_simcse_loss`, so with ``queue_size=0`` the two
-      are the same computation;
+      gradients — for sentences, two dropout views from one pass over the batch
+      stacked on itself, exactly as unsupervised SimCSE's step, so with
+      ``queue_size=0`` the two are the same computation;
     * ``positive="key"``: ``k⁺`` is the key encoder's output (no gradient).
 
     The key encoder encodes the positives (no gradient) and those keys are
@@ -343,8 +360,12 @@ def moco_step(model: MoCo, batch: Sequence) -> Tensor:
         anchors, positives = [x[0] for x in batch], [x[1] for x in batch]
     a = model.query.tokenize(anchors)
     p = a if positives is anchors else model.query.tokenize(positives)
-    q = model.query(a)  # [B, d]
-    k_pos = model.query(p) if model.positive == "query" else None  # [B, d] (2nd dropout mask for sentences)
+    if model.positive == "query" and p is a:  # two dropout views in one pass, as unsup_simcse_loss
+        q, k_pos = model.query({k: torch.cat([v, v]) for k, v in a.items()}).chunk(2)  # [B, d] each
+    elif model.positive == "query":
+        q, k_pos = model.query(a), model.query(p)  # [B, d] each
+    else:
+        q, k_pos = model.query(a), None  # [B, d]
     keys = model.encode_keys(p) if (model.queue_size > 0 or model.positive == "key") else None  # [B, d]
     if k_pos is None:
         k_pos = keys
@@ -354,79 +375,57 @@ def moco_step(model: MoCo, batch: Sequence) -> Tensor:
     return loss
 
 
-def momentum_on_step(model: MoCo, step: int) -> None:
-    """``fit``'s ``on_step`` hook: the momentum update after each optimiser step."""
-    model.momentum_update()
-
-
 @dataclass
-class MoCoConfig:
-    """The MoCo part of a run (the encoder, data and optimiser come from a ``SimCSEConfig``)."""
+class MoCoRecipe(TextEncoderRecipe):
+    """MoCo for sentence embeddings as a recipe (:mod:`cl_toolkit.run`).
 
-    queue_size: int = 160
-    momentum: float = 0.995
+    | data | positive | negatives |
+    |---|---|---|
+    | sentences | a second dropout view (``positive="query"``) or the key encoder's (``"key"``) | in-batch keys (optional) + the queue |
+    | ``corpus=("nli",)`` | the entailment of the premise (the contradiction is unused) | the same |
+
+    ``full`` is ESimCSE's momentum contrast for BERT-base (batch 64, K = 160,
+    m = 0.995; Wu et al. 2022); ``quick`` is CPU-sized (K = 128, four batches of
+    32, m = 0.99). Only the query encoder is optimised; the momentum update runs
+    after each optimiser step; the queue is a buffer, so checkpoints carry it.
+    """
+
+    queue_size: int = 128
+    momentum: float = 0.99
     temperature: float = 0.05
     positive: str = "query"
     in_batch_negatives: bool = True
     key_dropout: bool = False
+    queue_init: str | None = None
+    track_texts: bool = False
+    batch_size: int = 32
+    lr: float = 5e-4
+    steps: int | None = 300
 
-    @classmethod
-    def for_profile(cls, profile: str, **overrides) -> "MoCoConfig":
-        """ESimCSE's momentum contrast for BERT-base (``full``: batch 64, K = 160, m = 0.995, Wu et al.
-        2022) or the CPU-sized one (``quick``: K = 128, four batches of 32, m = 0.99)."""
-        if profile == "full":
-            base = cls(queue_size=160, momentum=0.995)
-        elif profile == "quick":
-            base = cls(queue_size=128, momentum=0.99)
-        else:
-            raise ValueError(f"unknown profile {profile!r}; choose 'quick' or 'full'")
-        return replace(base, **overrides)
+    name: ClassVar[str] = "moco"
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {},
+        "full": dict(model="bert-base-uncased", pooling="cls", mlp_only_train=True, corpus=("wiki1m",),
+                     batch_size=64, lr=3e-5, steps=None, epochs=1, eval_every=125, queue_size=160,
+                     momentum=0.995),
+    }
 
-    def build(self, encoder: Encoder, track_texts: bool = False) -> MoCo:
-        return MoCo(encoder, track_texts=track_texts, **asdict(self))
+    def build_model(self) -> MoCo:
+        return MoCo(
+            super().build_model(), queue_size=self.queue_size, momentum=self.momentum,
+            temperature=self.temperature, positive=self.positive, in_batch_negatives=self.in_batch_negatives,
+            key_dropout=self.key_dropout, queue_init=self.queue_init, track_texts=self.track_texts,
+        )
 
+    def load_data(self) -> list:
+        data = super().load_data()
+        return [(t[0], t[1]) for t in data] if self.triplets else data
 
-def fit_moco(
-    model: MoCo,
-    data: Sequence[str],
-    config: TrainConfig,
-    eval_fn: Callable[[nn.Module], "float | dict[str, float]"] | None = None,
-    resume: bool = True,
-) -> TrainResult:
-    """:func:`~cl_toolkit.train.fit` with MoCo's pieces: only the query encoder is optimised,
-    the momentum update runs after each optimiser step, and the queue is checkpointed."""
-    return fit(
-        model, data, moco_step, config, eval_fn=eval_fn, resume=resume,
-        params=list(model.query.parameters()), on_step=momentum_on_step,
-    )
+    def parameters(self, model: MoCo) -> list:
+        return [p for p in model.query.parameters() if p.requires_grad]
 
+    def step(self, model: MoCo, batch: Sequence) -> Tensor:
+        return moco_step(model, batch)
 
-def train_moco(
-    cfg,
-    moco: MoCoConfig,
-    out_dir: str | None = None,
-    device: torch.device | str | None = None,
-    data: list | None = None,
-    encoder: Encoder | None = None,
-    eval_fn=None,
-    track_texts: bool = False,
-    **train_overrides,
-) -> tuple[MoCo, TrainResult]:
-    """Train MoCo on a ``SimCSEConfig``'s encoder, data and optimiser; returns the model and the record.
-
-    Unsupervised configs train on sentences (dropout positives); supervised ones on
-    the NLI triplets' (premise, entailment) pairs (the contradiction is not used).
-
-    ``eval_fn`` defaults to :func:`cl_toolkit.simcse.stsb_dev_eval` (STS-B dev).
-    """
-    from .config import get_device
-    from .simcse import build_encoder, load_training_data, stsb_dev_eval
-
-    device = get_device() if device is None else device
-    data = load_training_data(cfg) if data is None else data
-    encoder = build_encoder(cfg, device) if encoder is None else encoder.to(device)
-    model = moco.build(encoder, track_texts=track_texts)
-    overrides = {"desc": "moco", **train_overrides}
-    result = fit_moco(model, data, cfg.train_config(len(data), out_dir, **overrides), eval_fn=eval_fn or stsb_dev_eval)
-    result.extra["config"] = {"simcse": asdict(cfg), "moco": asdict(moco)}
-    return model, result
+    def on_step(self, model: MoCo, step: int) -> None:
+        model.momentum_update()

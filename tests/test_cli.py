@@ -69,10 +69,13 @@ def test_train_simcse_model_loads_in_sentence_transformers(trained):
     st = SentenceTransformer(str(out / "model"), device="cpu")
     theirs = st.encode(sentences, convert_to_tensor=True).cpu()
     ours = Encoder.from_pretrained(str(out / "model"), pooling="mean").encode(sentences)
-    assert theirs.shape == (3, 128)
+    assert theirs.shape == ours.shape == (3, 384)  # the quick start: fresh layers over MiniLM's embeddings
     torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
     # it was trained: not the seeded initial encoder any more
-    assert not torch.allclose(ours, Encoder.tiny(seed=0).encode(sentences), atol=1e-4)
+    from cl_toolkit.simcse import SimCSE
+
+    initial = SimCSE.for_profile("quick").build_model()
+    assert not torch.allclose(ours, initial.encode(sentences), atol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -85,3 +88,30 @@ def test_bad_arguments_exit_with_usage(argv, capsys):
         main(argv)
     assert info.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_eval_accepts_the_train_output_folder(trained, repo_root):
+    """What a user types next: `eval sts --model <the --out folder>` uses its saved model."""
+    out, _ = trained
+    proc = run_cli(repo_root, "eval", "sts", "--model", str(out), "--tasks", "stsb")
+    assert proc.stdout.strip().split("\n")[-1].split()[0] == str(out)
+
+
+def test_eval_of_a_folder_without_a_model_says_so_in_one_line(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("no model here")
+    assert main(["eval", "sts", "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path) in err[0] and "holds no model" in err[0]
+
+
+def test_threads_follow_omp_num_threads(monkeypatch):
+    from cl_toolkit.config import default_threads
+
+    monkeypatch.delenv("CL_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("CL_THREADS", "2")
+    assert default_threads() == 2
+    monkeypatch.setenv("CL_THREADS", "zero")
+    with pytest.raises(ValueError, match="CL_THREADS"):
+        default_threads()

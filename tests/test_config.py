@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cl_toolkit import config
+from cl_toolkit import config, hub
 from cl_toolkit.config import Settings, default_data_dir, get_profile, seed_everything, setup
 
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "CL_OFFLINE")
@@ -22,9 +22,9 @@ def isolated(monkeypatch):
     """Undo everything setup() changes: the environment, the hub libraries' flags, torch threads."""
     saved_env = dict(os.environ)
     threads = torch.get_num_threads()
-    hub = sys.modules.get("huggingface_hub.constants")
-    if hub is not None:
-        monkeypatch.setattr(hub, "HF_HUB_OFFLINE", hub.HF_HUB_OFFLINE)
+    hub_constants = sys.modules.get("huggingface_hub.constants")
+    if hub_constants is not None:
+        monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", hub_constants.HF_HUB_OFFLINE)
     ds = sys.modules.get("datasets.config")
     if ds is not None:
         monkeypatch.setattr(ds, "HF_HUB_OFFLINE", ds.HF_HUB_OFFLINE)
@@ -32,7 +32,7 @@ def isolated(monkeypatch):
             monkeypatch.setattr(ds, "HF_DATASETS_OFFLINE", ds.HF_DATASETS_OFFLINE)
     for name in OFFLINE_VARS:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(config, "hub_reachable", _never_called)
+    monkeypatch.setattr(hub, "hub_reachable", _never_called)
     yield monkeypatch
     os.environ.clear()
     os.environ.update(saved_env)
@@ -113,17 +113,17 @@ def test_setup_cl_offline_env_means_offline(isolated):
 
 
 def test_setup_probes_the_hub_when_no_variable_says_offline(isolated):
-    isolated.setattr(config, "hub_reachable", lambda *a, **k: False)
+    isolated.setattr(hub, "hub_reachable", lambda *a, **k: False)
     cfg = setup(profile="quick", threads=1)
     assert cfg.offline is True
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # set for the libraries imported later
-    hub = sys.modules.get("huggingface_hub.constants")
-    if hub is not None:  # and for those already imported
-        assert hub.HF_HUB_OFFLINE is True
+    hub_constants = sys.modules.get("huggingface_hub.constants")
+    if hub_constants is not None:  # and for those already imported
+        assert hub_constants.HF_HUB_OFFLINE is True
 
     for name in OFFLINE_VARS:  # a fresh process where the hub answers
         isolated.delenv(name, raising=False)
-    isolated.setattr(config, "hub_reachable", lambda *a, **k: True)
+    isolated.setattr(hub, "hub_reachable", lambda *a, **k: True)
     assert setup(profile="quick", threads=1).offline is False
     assert os.environ["HF_HUB_OFFLINE"] == "0"
 
@@ -171,25 +171,22 @@ def test_device_from_env(monkeypatch):
     assert config.get_device("meta") == torch.device("meta")
 
 
+def test_config_imports_no_hub_library():
+    # setup() must run before transformers/datasets read the offline switches at import time
+    import subprocess
+
+    code = "import sys, cl_toolkit.config; print(sorted({'transformers', 'datasets'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_offline_helpers_live_in_hub():
+    for name in ("hub_reachable", "is_offline", "set_offline"):
+        assert name not in config.__all__ and name in hub.__all__
+
+
 def test_quiet_flag(monkeypatch):
     monkeypatch.setenv("CL_QUIET", "1")
     assert config.is_quiet()
     monkeypatch.setenv("CL_QUIET", "0")
     assert not config.is_quiet()
-
-
-def test_hub_reachable(monkeypatch):
-    import contextlib
-    import socket
-
-    calls = []
-
-    def refuse(address, timeout):
-        calls.append((address, timeout))
-        raise OSError("unreachable")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    assert config.hub_reachable(timeout=0.5) is False
-    assert calls == [(("huggingface.co", 443), 0.5)]
-    monkeypatch.setattr(socket, "create_connection", lambda address, timeout: contextlib.nullcontext())
-    assert config.hub_reachable() is True

@@ -1,4 +1,4 @@
-"""MoCo: the queue, the momentum update, the loss, and checkpointing through `fit`."""
+"""MoCo: the queue, the momentum update, the loss, and checkpointing through `run`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from cl_toolkit.losses import info_nce
 from cl_toolkit.models import Encoder
-from cl_toolkit.moco import MoCo, MoCoConfig, fit_moco, moco_loss, moco_step, momentum_update, train_moco
-from cl_toolkit.simcse import SimCSEConfig, unsup_simcse_loss
-from cl_toolkit.train import TrainConfig
+from cl_toolkit.moco import MoCo, MoCoRecipe, moco_loss, moco_step, momentum_update
+from cl_toolkit.run import Recipe, run
+from cl_toolkit.simcse import unsup_simcse_loss
 
 SENTENCES = [f"sentence number {i} is about {w}" for i, w in enumerate("cats dogs rain sun tea code maps jazz".split() * 5)]
 
@@ -184,12 +184,16 @@ def test_pair_step_uses_the_paired_sentence_and_the_queue(encoder):
 
 
 # --------------------------------------------------------------------------- training and checkpoints
+class NoEval(MoCoRecipe):
+    evaluate = Recipe.evaluate  # no STS-B evaluation (and so no reload of the best weights)
+
+
 def _run(out_dir, stop_after=None, momentum=0.9):
     torch.manual_seed(0)
     moco = MoCo(tiny(), queue_size=6, momentum=momentum, track_texts=True)  # 6 is not a multiple of 4
-    cfg = TrainConfig(steps=6, batch_size=4, lr=1e-3, save_every=2, out_dir=str(out_dir), stop_after=stop_after)
-    result = fit_moco(moco, SENTENCES, cfg)
-    return moco, result
+    recipe = NoEval(steps=6, batch_size=4, lr=1e-3, eval_every=2, queue_size=6, momentum=momentum)
+    trained = run(recipe, out_dir=out_dir, model=moco, data=SENTENCES, device="cpu", stop_after=stop_after)
+    return trained.model, trained.result
 
 
 def test_resume_restores_weights_and_queue_bit_for_bit(tmp_path):
@@ -224,11 +228,41 @@ def test_wrapper_encodes_with_the_query_encoder(encoder):
     assert torch.equal(moco.encode(SENTENCES[:3]), moco.query.encode(SENTENCES[:3]))
 
 
-def test_train_moco_takes_a_simcse_config():
-    cfg = SimCSEConfig(steps=3, batch_size=4, eval_every=0, lr=1e-3)
-    model, result = train_moco(cfg, MoCoConfig(queue_size=6, momentum=0.5), data=SENTENCES, encoder=tiny(),
-                               device="cpu", eval_fn=lambda m: 1.0)
+class ConstantScore(MoCoRecipe):
+    def evaluate(self, model):
+        return 1.0
+
+
+def test_the_recipe_builds_trains_and_records():
+    recipe = ConstantScore(model="tiny", steps=3, batch_size=4, lr=1e-3, queue_size=6, momentum=0.5)
+    trained = run(recipe, data=SENTENCES, device="cpu")
+    model, result = trained.model, trained.result
+    assert isinstance(model, MoCo) and model.momentum == 0.5
     assert result.steps_done == 3 and int(model.queue_len) == 6 and int(model.queue_ptr) == (3 * 4) % 6
-    assert result.extra["config"]["moco"]["queue_size"] == 6
+    assert trained.config["queue_size"] == 6 and trained.config["recipe"] == "ConstantScore"
     with pytest.raises(ValueError):
-        MoCoConfig.for_profile("medium")
+        MoCoRecipe.for_profile("medium")
+    assert MoCoRecipe.for_profile("full").queue_size == 160
+
+
+def test_the_recipe_trains_on_nli_pairs():
+    recipe = MoCoRecipe(corpus=("nli",), max_examples=12)
+    pairs = recipe.load_data()
+    assert len(pairs) == 12 and all(len(p) == 2 for p in pairs)  # (premise, entailment); no contradiction
+
+
+def test_a_fresh_moco_v1_model_trains():
+    """MoCo v1 (the key encoder's positive, the queue as the only negatives) can take its first
+    step: its queue starts full of random unit vectors, as in MoCo's reference code."""
+    recipe = MoCoRecipe(model="tiny", steps=3, batch_size=4, lr=1e-3, queue_size=8, positive="key",
+                        in_batch_negatives=False, eval_every=0)
+    trained = run(recipe, data=SENTENCES, device="cpu")
+    model, result = trained.model, trained.result
+    assert result.steps_done == 3 and all(math.isfinite(x) for x in result.losses)
+    assert int(model.queue_len) == 8 and int(model.queue_ptr) == (3 * 4) % 8
+    fresh = MoCo(tiny(), queue_size=8, in_batch_negatives=False, positive="key")
+    assert int(fresh.queue_len) == 8
+    assert torch.allclose(fresh.queue.norm(dim=-1), torch.ones(8), atol=1e-5)
+    assert int(MoCo(tiny(), queue_size=8).queue_len) == 0  # with in-batch negatives: starts empty
+    with pytest.raises(ValueError, match="queue_init"):
+        MoCo(tiny(), queue_size=8, queue_init="zeros")

@@ -14,16 +14,8 @@ from torch import nn
 
 from cl_toolkit.losses import info_nce
 from cl_toolkit.models import Encoder
-from cl_toolkit.simcse import (
-    PAPER_RESULTS,
-    SimCSEConfig,
-    build_encoder,
-    load_training_data,
-    simcse_step,
-    sup_simcse_loss,
-    train_simcse,
-    unsup_simcse_loss,
-)
+from cl_toolkit.run import run
+from cl_toolkit.simcse import PAPER_RESULTS, SimCSE, sup_simcse_loss, unsup_simcse_loss
 
 SENTENCES = [
     "A man is playing a guitar.",
@@ -100,32 +92,45 @@ def _compare_grads(enc: Encoder, st, tol: float = 1e-5) -> None:
     assert len(ours) > 30
 
 
-def test_unsup_step_equals_mnrl_on_x_x_pairs_with_dropout(pair):
-    """MNRL on (x, x) encodes the two columns in separate forward passes with dropout on:
-    with the same seed it draws the same masks as unsup_simcse_loss — the same loss and gradients."""
+def _no_dropout(enc, st) -> None:
+    enc.set_dropout(0.0)
+    for module in st.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def test_unsup_step_equals_mnrl_on_x_x_pairs(pair):
+    """The one-pass step over [x; x] is MNRL on (x, x) pairs: same loss and gradients (dropout
+    off, since MNRL's two separate passes draw other masks than one pass over both views)."""
     enc, st = pair
-    torch.manual_seed(11)
+    _no_dropout(enc, st)
     ours = unsup_simcse_loss(enc, SENTENCES, 0.05)
     ours.backward()
-
     features = [st.preprocess(SENTENCES), st.preprocess(SENTENCES)]
-    torch.manual_seed(11)
     theirs = mnrl(20.0).__class__(st, scale=20.0)(features, labels=None)
     theirs.backward()
     assert abs(ours.item() - theirs.item()) < 1e-5
     _compare_grads(enc, st)
 
+
+def test_unsup_step_views_have_their_own_dropout_masks():
+    enc = Encoder.tiny(layers=1, hidden=32, heads=2, seed=0).train()
+    torch.manual_seed(11)
+    a = unsup_simcse_loss(enc, SENTENCES, 0.05)
+    torch.manual_seed(11)
+    assert unsup_simcse_loss(enc, SENTENCES, 0.05).item() == a.item()  # a function of the RNG state
     torch.manual_seed(12)  # other masks, another loss: the step is not deterministic by accident
-    assert abs(unsup_simcse_loss(enc, SENTENCES, 0.05).item() - ours.item()) > 1e-4
+    assert abs(unsup_simcse_loss(enc, SENTENCES, 0.05).item() - a.item()) > 1e-4
+    enc.set_dropout(0.0)  # without dropout the two views coincide: the positive is trivial
+    z = enc.encode(SENTENCES)
+    assert torch.allclose(unsup_simcse_loss(enc, SENTENCES, 0.05), info_nce(z, z.clone(), 0.05), atol=1e-5)
+    assert a.item() > unsup_simcse_loss(enc, SENTENCES, 0.05).item()
 
 
 def test_sup_step_equals_mnrl_on_triplets_without_dropout(pair):
     """With dropout off, the one-pass supervised step equals MNRL on (anchor, positive, negative)."""
     enc, st = pair
-    enc.set_dropout(0.0)
-    for module in st.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
+    _no_dropout(enc, st)
     ours = sup_simcse_loss(enc, TRIPLETS, 0.05)
     ours.backward()
     features = [st.preprocess([t[i] for t in TRIPLETS]) for i in range(3)]
@@ -155,17 +160,17 @@ def test_same_mask_ablation_makes_identical_views():
 
 # --------------------------------------------------------------------------- the recipe
 def test_full_profile_is_the_papers_recipe():
-    u = SimCSEConfig.for_profile("full")
+    u = SimCSE.for_profile("full")
     assert (u.model, u.batch_size, u.lr, u.max_length, u.temperature, u.epochs, u.steps) == (
         "bert-base-uncased", 64, 3e-5, 32, 0.05, 1, None)
     assert (u.pooling, u.mlp_only_train, u.corpus, u.eval_every, u.supervised) == ("cls", True, ("wiki1m",), 125, False)
-    s = SimCSEConfig.for_profile("full", supervised=True)
+    s = SimCSE.for_profile("full", supervised=True)
     assert (s.model, s.batch_size, s.lr, s.epochs, s.pooling, s.mlp_only_train) == ("bert-base-uncased", 512, 5e-5, 3, "cls", False)
     assert s.chunk_size is not None and s.batch_size % s.chunk_size == 0
-    q = SimCSEConfig.for_profile("quick", lr=1e-3)
-    assert q.model == "tiny" and q.steps is not None and q.lr == 1e-3
+    q = SimCSE.for_profile("quick", lr=1e-3)
+    assert q.model == "minilm-emb" and q.steps is not None and q.lr == 1e-3  # offline quick start
     with pytest.raises(ValueError, match="profile"):
-        SimCSEConfig.for_profile("medium")
+        SimCSE.for_profile("medium")
     assert u.train_config(1_000_000).steps == 1_000_000 // 64
     assert s.train_config(275_601).steps == 3 * (275_601 // 512)
 
@@ -181,9 +186,13 @@ def test_paper_results_average():
 
 def test_step_choice():
     with pytest.raises(ValueError, match="same_mask"):
-        simcse_step(SimCSEConfig(supervised=True, same_mask=True))
+        SimCSE(supervised=True, corpus=("nli",), same_mask=True)
     with pytest.raises(ValueError, match="same_mask"):
-        simcse_step(SimCSEConfig(same_mask=True, chunk_size=8))
+        SimCSE(same_mask=True, chunk_size=8)
+    with pytest.raises(ValueError, match="corpus"):
+        SimCSE(supervised=True)  # supervised needs the triplets
+    with pytest.raises(ValueError, match="corpus"):
+        SimCSE(corpus=("wiki1m", "books"))
 
 
 # --------------------------------------------------------------------------- the full profile, offline, end to end
@@ -231,10 +240,11 @@ def hub_cache(tmp_path, monkeypatch):
 
 
 def test_full_unsup_profile_runs_offline_from_the_hub_cache(hub_cache):
-    cfg = SimCSEConfig.for_profile("full")
-    data = load_training_data(cfg)
+    cfg = SimCSE.for_profile("full")
+    data = cfg.load_data()
     assert data == hub_cache["wiki"]  # the hub file, not the local wiki1m head
-    encoder, result = train_simcse(cfg, device="cpu", stop_after=2)
+    trained = run(cfg, device="cpu", stop_after=2)
+    encoder, result = trained.model, trained.result
     assert result.steps_done == 2 and all(math.isfinite(x) for x in result.losses)
     assert encoder.pooling == "cls" and encoder.mlp is not None and encoder.mlp_only_train
     # at test time the MLP head is off: the embedding is the raw [CLS] vector (cls_before_pooler)
@@ -246,11 +256,12 @@ def test_full_unsup_profile_runs_offline_from_the_hub_cache(hub_cache):
 
 
 def test_full_sup_profile_runs_offline_with_the_cached_loss(hub_cache):
-    cfg = SimCSEConfig.for_profile("full", supervised=True)
-    data = load_training_data(cfg)
+    cfg = SimCSE.for_profile("full", supervised=True)
+    data = cfg.load_data()
     assert len(data) == 1030 and data[1] == ("Two dogs run across the snowy field. (1)", "Animals are outside.", "The dogs are asleep indoors., 1")
-    encoder = build_encoder(cfg)
+    encoder = cfg.build_model()
     assert encoder.model.config.hidden_size == 32  # the stand-in, found by its hub name
-    encoder, result = train_simcse(cfg, device="cpu", encoder=encoder, stop_after=2)
+    trained = run(cfg, device="cpu", model=encoder, data=data, stop_after=2)
+    result = trained.result
     assert result.steps_done == 2 and all(math.isfinite(x) for x in result.losses)
-    assert result.extra["config"]["chunk_size"] == cfg.chunk_size
+    assert trained.config["chunk_size"] == cfg.chunk_size == 128

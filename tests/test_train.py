@@ -182,8 +182,9 @@ def test_checkpoint_files_are_safetensors_and_weights_only(tmp_path):
     bundle = torch.load(ckpt / "optimizer.pt", weights_only=True)  # tensors and numbers only
     assert set(bundle) == {"optimizer", "scheduler", "scaler"}
     assert bundle["scheduler"]["last_epoch"] == 6
-    with safe_open(str(ckpt / "rng.safetensors"), framework="pt") as f:
+    with safe_open(str(ckpt / "rng-0.safetensors"), framework="pt") as f:
         assert "torch" in f.keys()
+    assert json.loads((ckpt / "rng-0.json").read_text()).keys() == {"python", "numpy"}
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["step"] == 6 and len(state["losses"]) == 6 and state["config"]["steps"] == 6
 
@@ -265,3 +266,121 @@ def test_fit_dataset_smaller_than_a_batch():
 def test_fit_eval_fn_without_the_metric():
     with pytest.raises(ValueError, match="lacks the metric 'score'"):
         fit(make_model(), DATA, simcse_step, config(steps=2), eval_fn=lambda m: {"stsb": 1.0})
+
+
+# --------------------------------------------------------------------------- the general loop
+class PerExample(torch.nn.Module):
+    """A linear map trained with a per-example loss (so micro-batches add up exactly)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+POINTS = [torch.tensor([float(i % 5), float(i % 3), 1.0, float(i) / 10]) for i in range(32)]
+
+
+def mse_step(model, batch):
+    x = torch.stack(batch)
+    return (model(x) - x[:, :2]).pow(2).mean()
+
+
+def test_grad_accum_two_micro_batches_equal_one_batch_of_twice_the_size():
+    a, b = PerExample(), PerExample()
+    fit(a, POINTS, mse_step, TrainConfig(steps=3, batch_size=8, lr=0.1, seed=1))
+    fit(b, POINTS, mse_step, TrainConfig(steps=3, batch_size=4, grad_accum=2, lr=0.1, seed=1))
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+    c = PerExample()
+    fit(c, POINTS, mse_step, TrainConfig(steps=3, batch_size=4, lr=0.1, seed=1))  # control: half the data
+    assert not torch.allclose(a.lin.weight, c.lin.weight, atol=1e-4)
+
+
+def test_step_metrics_go_into_the_history_and_custom_optimizer_and_schedule_are_used():
+    model = PerExample()
+
+    def step(m, batch):
+        loss = mse_step(m, batch)
+        return loss, {"double": 2 * loss.item()}
+
+    sgd = torch.optim.SGD(model.parameters(), lr=0.05)
+    from cl_toolkit.train import constant_schedule
+
+    result = fit(model, POINTS, step, TrainConfig(steps=4, batch_size=8, lr=1.0), optimizer=sgd,
+                 scheduler=constant_schedule)
+    assert [r["step"] for r in result.train_history] == [1, 2, 3, 4]
+    for row, loss in zip(result.train_history, result.losses):
+        assert row["loss"] == loss and row["double"] == pytest.approx(2 * loss)
+        assert row["lr"] == 0.05  # SGD's own lr, kept constant (config.lr is not used)
+    assert result.losses[-1] < result.losses[0]
+
+
+def test_collate_builds_the_batch():
+    seen = []
+
+    def step(m, batch):
+        seen.append(type(batch))
+        return mse_step(m, list(batch))
+
+    fit(PerExample(), POINTS, step, TrainConfig(steps=2, batch_size=8), collate=tuple)
+    assert seen == [tuple, tuple]
+
+
+def test_sparse_embeddings_with_sparse_adam_and_no_clipping():
+    emb = torch.nn.Embedding(20, 3, sparse=True)
+    before = emb.weight.detach().clone()
+    ids = list(range(20))
+
+    def step(m, batch):
+        return m(torch.tensor(batch)).pow(2).sum(-1).mean()
+
+    fit(emb, ids, step, TrainConfig(steps=2, batch_size=5, max_grad_norm=None),
+        optimizer=torch.optim.SparseAdam(list(emb.parameters()), lr=0.1))
+    changed = (emb.weight.detach() != before).any(-1)
+    assert 0 < int(changed.sum()) <= 10  # only the rows of the two batches moved
+
+
+class Loader:
+    """A re-iterable of ready batches, deterministic per epoch (like a DataLoader with set_epoch)."""
+
+    def __init__(self):
+        self.epoch, self.calls = 0, []
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        self.calls.append(epoch)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(100 + self.epoch)
+        order = torch.randperm(len(POINTS), generator=g).tolist()
+        for k in range(0, 24, 8):  # 3 batches per epoch
+            yield [POINTS[i] for i in order[k : k + 8]]
+
+
+def test_iterable_data_resumes_bit_for_bit(tmp_path):
+    full = PerExample()
+    fit(full, Loader(), mse_step, TrainConfig(steps=7, lr=0.1, seed=2))
+    killed = PerExample()
+    cfg = dict(steps=7, lr=0.1, seed=2, out_dir=str(tmp_path), save_every=1)
+    fit(killed, Loader(), mse_step, TrainConfig(stop_after=4, **cfg))
+    resumed, loader = PerExample(), Loader()
+    result = fit(resumed, loader, mse_step, TrainConfig(**cfg))
+    assert result.resumed_from == 4 and loader.calls[0] == 1  # step 5 is batch 2 of epoch 1
+    assert_same_weights(full, resumed)
+
+
+def test_torch_dataloader_is_accepted():
+    loader = torch.utils.data.DataLoader(torch.stack(POINTS), batch_size=8, shuffle=False)
+    result = fit(PerExample(), loader, lambda m, x: (m(x) - x[:, :2]).pow(2).mean(), TrainConfig(steps=5))
+    assert result.steps_done == 5
+    with pytest.raises(ValueError, match="collate"):
+        fit(PerExample(), loader, mse_step, TrainConfig(steps=1), collate=list)
+
+
+def test_step_must_return_a_scalar_loss():
+    with pytest.raises(ValueError, match="scalar loss"):
+        fit(PerExample(), POINTS, lambda m, b: m(torch.stack(b)), TrainConfig(steps=1, batch_size=8))
