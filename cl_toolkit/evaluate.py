@@ -5,11 +5,20 @@ concatenated and one Spearman correlation is computed over all of them (SentEval
 default ``wmean`` instead averages per-subset correlations weighted by size;
 the two differ because a pooled correlation also rewards getting the *relative*
 scale of different subsets right).
+
+Every sentence is encoded whole, as SimCSE's evaluation does (padding, no
+truncation): a cl_toolkit :class:`~cl_toolkit.models.Encoder` is run at its full
+input length (:func:`~cl_toolkit.models.full_length`) whatever ``max_length`` it
+was trained with, so a score does not depend on the training length. A
+``SentenceTransformer`` keeps its own ``max_seq_length``.
+
+Alignment and uniformity use STS-B *dev* by default (:func:`alignment_uniformity`).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -18,15 +27,49 @@ from scipy.stats import spearmanr
 
 from .data import STS_TASKS, STSPairs, load_sts, load_stsb
 from .losses import align_loss, uniform_loss
+from .models import Encoder, full_length
+
+__all__ = [
+    "SupportsEncode",
+    "CachedEncoder",
+    "alignment_uniformity",
+    "at_full_length",
+    "embed",
+    "format_table",
+    "spearman_cosine",
+    "sts",
+    "sts_table",
+    "sts_wmean",
+]
 
 
 class SupportsEncode(Protocol):
     def encode(self, sentences: Sequence[str], batch_size: int = ...): ...
 
 
+@contextmanager
+def at_full_length(encoder: SupportsEncode) -> Iterator[SupportsEncode]:
+    """Within the block, a cl_toolkit ``Encoder`` truncates at its full input length.
+
+    ``encoder.max_length`` (the training length, 32 in SimCSE's recipe) is restored
+    on exit, also after an error. Any other object passes through unchanged.
+    """
+    if not isinstance(encoder, Encoder):
+        yield encoder
+        return
+    trained = encoder.max_length
+    encoder.max_length = full_length(encoder)
+    try:
+        yield encoder
+    finally:
+        encoder.max_length = trained
+
+
 def embed(encoder: SupportsEncode, sentences: Sequence[str], batch_size: int = 128) -> torch.Tensor:
-    """Encode sentences with a cl_toolkit ``Encoder`` or a ``SentenceTransformer``; float32 ``[n, d]``."""
-    out = encoder.encode(list(sentences), batch_size=batch_size)
+    """Encode whole sentences with a cl_toolkit ``Encoder`` (at its full length) or a
+    ``SentenceTransformer``; float32 ``[n, d]``."""
+    with at_full_length(encoder):
+        out = encoder.encode(list(sentences), batch_size=batch_size)
     return torch.as_tensor(np.asarray(out) if not isinstance(out, torch.Tensor) else out).float().cpu()
 
 
@@ -88,13 +131,15 @@ def format_table(rows: dict[str, dict[str, float]], tasks: Sequence[str] | None 
 
 
 def alignment_uniformity(
-    encoder: SupportsEncode, split: str = "test", threshold: float = 4.0, batch_size: int = 128
+    encoder: SupportsEncode, split: str = "dev", threshold: float = 4.0, batch_size: int = 128
 ) -> tuple[float, float]:
-    """(alignment, uniformity) on STS-B, as SimCSE computes them (Gao et al. 2021, §5).
+    """(alignment, uniformity) on STS-B, as SimCSE computes them (Gao et al. 2021, §3, footnote 3).
 
     Alignment: :func:`~cl_toolkit.losses.align_loss` over the pairs with gold score
     > ``threshold`` (positive pairs). Uniformity: :func:`~cl_toolkit.losses.uniform_loss`
-    over all sentences of the split. Lower is better for both.
+    over all distinct sentences of the split. Lower is better for both. SimCSE's
+    footnote says "STS-B pairs" without naming a split; the default here is the
+    development split (1,500 pairs), so that the analysis never touches test data.
     """
     pairs = load_stsb(split)
     a, b = _pair_embeddings(encoder, pairs, batch_size)

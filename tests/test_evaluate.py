@@ -14,6 +14,7 @@ import torch
 from cl_toolkit.data import STS_TASKS, STSPairs, load_sts, load_stsb
 from cl_toolkit.evaluate import (
     alignment_uniformity,
+    at_full_length,
     embed,
     format_table,
     spearman_cosine,
@@ -21,6 +22,7 @@ from cl_toolkit.evaluate import (
     sts_table,
     sts_wmean,
 )
+from cl_toolkit.models import MINILM, Encoder, full_length
 
 pytestmark = pytest.mark.usefixtures("data_dir")
 
@@ -39,6 +41,16 @@ class BagOfWords:
             for w in re.findall(r"[a-z0-9]+", s.lower()):
                 counts[i, 1 + zlib.crc32(w.encode()) % 256] += 1.0
         return (counts @ self._proj).astype(np.float32)
+
+
+class Plain:
+    """An encoder behind a plain object, so that evaluation cannot lengthen its input."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def encode(self, sentences, batch_size: int = 32):
+        return self.encoder.encode(sentences, batch_size)
 
 
 def rank(x):
@@ -90,6 +102,52 @@ def test_sts_accepts_a_sentence_transformer(minilm, minilm_st):
     assert 60 < via_st < 95
 
 
+# --------------------------------------------------------------------------- the evaluation length
+def test_score_does_not_depend_on_the_training_length(minilm):
+    # SimCSE's evaluation encodes whole sentences: a model trained at length 32 scores as at 256
+    short = Encoder.from_pretrained(MINILM, pooling="mean", max_length=32).eval()
+    assert full_length(short) == full_length(minilm) == 512
+    assert sts(short, "stsb", "test") == pytest.approx(sts(minilm, "stsb", "test"), abs=1e-4)
+    assert short.max_length == 32  # restored after the evaluation
+
+    # the control: 106 STS-B test sentences are longer than 32 tokens, and truncating them shows
+    long = [s for s in load_stsb("test").sentences() if len(short.tokenizer(s)["input_ids"]) > 32]
+    assert len(long) > 50
+    whole = embed(short, long)
+    torch.testing.assert_close(whole, embed(minilm, long), rtol=0, atol=1e-5)
+    truncated = short.encode(long, batch_size=128)
+    assert (whole - truncated).norm(dim=-1).min() > 1e-3
+
+
+def test_at_full_length_restores_on_error(tiny):
+    assert tiny.max_length == 32 and full_length(tiny) == 128  # the tiny BERT has 128 positions
+    with pytest.raises(RuntimeError):
+        with at_full_length(tiny):
+            assert tiny.max_length == 128
+            raise RuntimeError("boom")
+    assert tiny.max_length == 32
+    with at_full_length(BagOfWords()) as enc:  # anything else passes through
+        assert isinstance(enc, BagOfWords)
+
+
+def test_saved_model_is_used_at_full_length(tmp_path):
+    # a model trained at length 8 is saved for use at its full length, and a SentenceTransformer
+    # loading the folder scores exactly what cl_toolkit's evaluation scores
+    import json
+
+    from sentence_transformers import SentenceTransformer
+
+    enc = Encoder.tiny(pooling="mean", max_length=8, seed=0).eval()
+    enc.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "sentence_bert_config.json").read_text())
+    assert config["max_seq_length"] == full_length(enc) == 128
+    st = SentenceTransformer(str(tmp_path / "m"), device="cpu")
+    assert st.max_seq_length == 128
+    assert sts(st, "stsb", "dev") == pytest.approx(sts(enc, "stsb", "dev"), abs=1e-3)
+    truncated = spearman_cosine(Plain(enc), load_stsb("dev"))
+    assert truncated != pytest.approx(sts(enc, "stsb", "dev"), abs=0.1)  # length 8 would differ
+
+
 # --------------------------------------------------------------------------- against naive computations
 def test_spearman_cosine_matches_naive():
     enc = BagOfWords()
@@ -126,6 +184,7 @@ def test_alignment_uniformity_matches_naive():
     iu = np.triu_indices(len(sents), k=1)
     uniform = math.log(np.mean(np.exp(-2.0 * sq[iu])))
     got_align, got_uniform = alignment_uniformity(enc, "test")
+    assert alignment_uniformity(enc) == alignment_uniformity(enc, "dev")  # the default split is dev
     assert got_align == pytest.approx(align, abs=1e-5)
     assert got_uniform == pytest.approx(uniform, abs=1e-5)
 

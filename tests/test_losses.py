@@ -1,5 +1,6 @@
 """cl_toolkit.losses against per-example loops written from the papers' formulas,
-and InfoNCE against sentence-transformers' MultipleNegativesRankingLoss."""
+InfoNCE against sentence-transformers' MultipleNegativesRankingLoss, and NT-Xent and
+SupCon against pytorch-metric-learning's NTXentLoss and SupConLoss."""
 
 from __future__ import annotations
 
@@ -174,6 +175,53 @@ def test_info_nce_with_hard_negatives_equals_sentence_transformers_mnrl():
     neg2 = randn(16, 32, seed=13)
     expected2 = _mnrl(20.0).compute_loss_from_embeddings([q, k, neg, neg2], labels=None)
     torch.testing.assert_close(info_nce(q, k, 0.05, negatives=torch.cat([neg, neg2])), expected2, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- against pytorch-metric-learning
+# A second oracle nobody here wrote: pytorch-metric-learning's losses take embeddings and
+# labels; two views of example i share label i. Its NTXentLoss averages -log p over every
+# positive (anchor, partner) pair, 2N of them; its SupConLoss averages over anchors that
+# have a positive.
+@pytest.mark.parametrize("tau", [0.07, 0.5])
+def test_nt_xent_equals_pytorch_metric_learning(tau):
+    from pytorch_metric_learning.losses import NTXentLoss
+
+    z1, z2 = randn(8, 16, seed=20), randn(8, 16, seed=21)
+    labels = torch.arange(8).repeat(2)
+    expected = NTXentLoss(temperature=tau)(torch.cat([z1, z2]), labels)
+    torch.testing.assert_close(nt_xent(z1, z2, tau), expected, rtol=1e-5, atol=1e-6)
+    # and pytorch-metric-learning agrees with the hand-written loop from the SimCLR paper
+    torch.testing.assert_close(expected.double(), naive_nt_xent(z1, z2, tau), rtol=1e-5, atol=1e-5)
+
+
+def test_nt_xent_gradient_equals_pytorch_metric_learning():
+    from pytorch_metric_learning.losses import NTXentLoss
+
+    z1 = randn(6, 8, seed=22).requires_grad_()
+    z2 = randn(6, 8, seed=23).requires_grad_()
+    (g1, g2) = torch.autograd.grad(nt_xent(z1, z2, 0.1), (z1, z2))
+    ref = NTXentLoss(temperature=0.1)(torch.cat([z1, z2]), torch.arange(6).repeat(2))
+    (r1, r2) = torch.autograd.grad(ref, (z1, z2))
+    torch.testing.assert_close(g1, r1, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(g2, r2, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 1, 3], [5, 5, 5, 5, 7, 9]])
+def test_supcon_equals_pytorch_metric_learning(labels):
+    from pytorch_metric_learning.losses import SupConLoss
+
+    f, y = randn(6, 8, seed=4), torch.tensor(labels)
+    expected = SupConLoss(temperature=0.1)(f, y)
+    torch.testing.assert_close(supcon(f, y, 0.1), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_pytorch_metric_learning_oracle_can_fail():
+    # the control: InfoNCE (no same-side negatives) is not NT-Xent, and the oracle says so
+    from pytorch_metric_learning.losses import NTXentLoss
+
+    z1, z2 = randn(8, 16, seed=20), randn(8, 16, seed=21)
+    expected = NTXentLoss(temperature=0.5)(torch.cat([z1, z2]), torch.arange(8).repeat(2))
+    assert not torch.isclose(symmetric_info_nce(z1, z2, 0.5), expected, rtol=1e-3)
 
 
 # --------------------------------------------------------------------------- NT-Xent, CLIP, SupCon, align/uniform

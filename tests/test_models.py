@@ -97,8 +97,11 @@ def test_save_loads_in_sentence_transformers_with_the_same_vectors(pooling, mlp_
             enc.mlp.dense.weight.mul_(5.0)
     enc.save(tmp_path / "m")
     st = SentenceTransformer(str(tmp_path / "m"), device="cpu")
-    assert st.max_seq_length == enc.max_length
-    ours = enc.encode(SENTENCES)
+    assert st.max_seq_length == 128  # saved for use at the tiny BERT's full length
+    from cl_toolkit.evaluate import at_full_length
+
+    with at_full_length(enc):  # so the long sentence is encoded whole, as evaluation does
+        ours = enc.encode(SENTENCES)
     theirs = st.encode(SENTENCES, convert_to_tensor=True).cpu()
     torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
 
@@ -220,3 +223,71 @@ def test_bad_input_raises_value_error(call, match):
 def test_from_pretrained_bad_pooling(minilm):
     with pytest.raises(ValueError, match="pooling must be one of"):
         Encoder.from_pretrained(MINILM, pooling="avg")
+
+
+# --------------------------------------------------------------------------- over_embeddings
+def test_over_embeddings_copies_minilm_input_layer_and_adds_fresh_layers(minilm):
+    enc = Encoder.over_embeddings(MINILM, layers=2, seed=0).eval()
+    assert enc.dim == minilm.dim == 384
+    assert enc.model.config.num_hidden_layers == 2
+    assert enc.model.config.num_attention_heads == minilm.model.config.num_attention_heads
+    # the same vocabulary, and the input layer computes what MiniLM's does
+    assert enc.tokenizer.get_vocab() == minilm.tokenizer.get_vocab()
+    batch = minilm.tokenize(SENTENCES)
+    with torch.no_grad():
+        ours = enc.model.embeddings(input_ids=batch["input_ids"])
+        theirs = minilm.model.embeddings(input_ids=batch["input_ids"])
+    torch.testing.assert_close(ours, theirs)
+    # the layers above are fresh: not MiniLM's first two layers
+    q_ours = enc.model.encoder.layer[0].attention.self.query.weight
+    q_minilm = minilm.model.encoder.layer[0].attention.self.query.weight
+    assert q_ours.shape == q_minilm.shape and not torch.allclose(q_ours, q_minilm)
+
+
+def test_over_embeddings_freezes_the_input_layer_only():
+    frozen = Encoder.over_embeddings(seed=0)
+    names = {n for n, p in frozen.named_parameters() if not p.requires_grad}
+    assert names and all(n.startswith("model.embeddings.") for n in names)
+    assert all(p.requires_grad for n, p in frozen.named_parameters() if not n.startswith("model.embeddings."))
+    trainable = Encoder.over_embeddings(seed=0, freeze_embeddings=False)
+    assert all(p.requires_grad for p in trainable.parameters())
+
+
+def test_over_embeddings_training_moves_layers_not_frozen_embeddings():
+    from cl_toolkit.simcse import unsup_simcse_loss
+
+    enc = Encoder.over_embeddings(seed=0).train()
+    before = {n: p.detach().clone() for n, p in enc.named_parameters()}
+    opt = torch.optim.AdamW([p for p in enc.parameters() if p.requires_grad], lr=1e-3)
+    unsup_simcse_loss(enc, SENTENCES).backward()
+    opt.step()
+    for n, p in enc.named_parameters():
+        if n.startswith("model.embeddings."):
+            assert torch.equal(p, before[n]), n
+    assert not torch.equal(enc.model.encoder.layer[0].output.dense.weight, before["model.encoder.layer.0.output.dense.weight"])
+
+
+def test_over_embeddings_seeding():
+    a, b = Encoder.over_embeddings(seed=3), Encoder.over_embeddings(seed=3)
+    c = Encoder.over_embeddings(seed=4)
+    for (n, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(pa, pb), n
+        if n.startswith("model.encoder.") and n.endswith(".weight") and "LayerNorm" not in n:
+            assert not torch.equal(pa, pc), n
+    # unseeded encoders draw from the global generator: two calls differ
+    u1, u2 = Encoder.over_embeddings(), Encoder.over_embeddings()
+    w1 = u1.model.encoder.layer[0].attention.self.query.weight
+    assert not torch.equal(w1, u2.model.encoder.layer[0].attention.self.query.weight)
+
+
+def test_over_embeddings_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="layers must be at least 1, got 0"):
+        Encoder.over_embeddings(layers=0)
+    from transformers import DistilBertConfig, DistilBertModel
+
+    tok_src = Encoder.tiny(seed=0).tokenizer
+    DistilBertModel(DistilBertConfig(vocab_size=tok_src.vocab_size, dim=32, n_layers=1, n_heads=2,
+                                     hidden_dim=64)).save_pretrained(tmp_path)
+    tok_src.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="needs a BERT-type model.*distilbert"):
+        Encoder.over_embeddings(str(tmp_path))
