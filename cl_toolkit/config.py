@@ -185,7 +185,8 @@ def setup(
     try:  # figures: a consistent, readable default
         import matplotlib
 
-        matplotlib.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
+        matplotlib.rcParams.update({"figure.dpi": 150, "savefig.dpi": 150,
+                                    "axes.grid": True, "grid.alpha": 0.3})
     except ImportError:  # pragma: no cover
         pass
     return Settings(profile, device, seed, offline, default_data_dir(), threads)
