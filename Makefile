@@ -15,7 +15,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: book test unit notebooks site execute bench clean install
+.PHONY: book test unit notebooks site execute bench clean install figures colab
 
 install: $(STAMP)
 
@@ -38,7 +38,15 @@ book: $(STAMP) $(MATHJAX_DIR)/tex-mml-chtml.js
 	$(BIN)/jupyter-book build . -W --keep-going -n
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests -q --ignore=tests/test_site.py
+	$(BIN)/python -m pytest tests -q --ignore=tests/test_site.py --ignore=tests/test_colab_install.py
+
+# The chapters' install cell as Colab runs it, in fresh venvs (newest and oldest supported versions).
+colab: $(STAMP)
+	$(BIN)/python -m pytest tests/test_colab_install.py -q
+
+# The landing page's figure, drawn by the book's own code.
+figures: $(STAMP)
+	$(BIN)/python tools/figures.py
 
 notebooks: $(STAMP)
 	CL_QUIET=1 CL_PROFILE=quick HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
