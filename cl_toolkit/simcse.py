@@ -31,8 +31,8 @@ from .rng import RngSnapshot
 from .text_recipe import TextEncoderRecipe
 
 __all__ = [
-    "PAPER_RESULTS", "QUICK_PRETRAINED", "SimCSE", "cached_sup_simcse_loss", "cached_unsup_simcse_loss", "sup_simcse_loss",
-    "quick_start_model", "unsup_simcse_loss",
+    "PAPER_RESULTS", "QUICK_PRETRAINED", "SimCSE", "cached_sup_simcse_loss", "cached_unsup_simcse_loss",
+    "quick_start_model", "sup_simcse_loss", "unsup_simcse_loss",
 ]
 
 PAPER_RESULTS = {
