@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[cl_toolkit] {cfg} processes={distributed.world_size()}", file=sys.stderr)
     trained = run(recipe, out_dir=out / "run", device=cfg.device if distributed.world_size() == 1 else None)
     if not distributed.is_main():
+        distributed.shutdown()
         return 0
     encoder, result = trained.model, trained.result
     saved = encoder.save(out / "model")
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table({"simcse-" + ("sup" if args.supervised else "unsup"): scores}))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k != "sts"}))
+    distributed.shutdown()
     return 0
 
 

@@ -57,6 +57,8 @@ Two details a training loop must get right:
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import warnings
 from typing import Any, Iterable, Sequence, TypeVar
@@ -117,13 +119,32 @@ def init(backend: str | None = None) -> bool:
     if backend == "nccl":
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend=backend, init_method="env://")
+    if backend == "gloo":  # a process that returns without shutdown() still leaves cleanly
+        atexit.register(_destroy_at_exit)
     return True
 
 
-def shutdown() -> None:
-    """Leave the process group (call once at the end of a run; no-op when not distributed)."""
+def _destroy_at_exit() -> None:
     if is_distributed():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
+
+
+def shutdown() -> None:
+    """Leave the process group: call it once on every rank at the end of a run.
+
+    Waits for every rank, collects the garbage (autograd graphs that still hold
+    communication buffers) and destroys the group. With ``gloo`` in torch 2.13, a process
+    that exits without destroying the group aborts now and then at interpreter exit
+    ("terminate called without an active exception"); :func:`init` therefore also
+    registers this clean-up, without the barrier, to run at exit. No-op when not distributed.
+    """
+    if is_distributed():
+        dist.barrier()
+        gc.collect()
+        dist.destroy_process_group()
+        gc.collect()
 
 
 def is_distributed() -> bool:

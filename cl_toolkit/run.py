@@ -66,6 +66,10 @@ class Recipe:
     profiles: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}, "full": {}}
     name: ClassVar[str] = "recipe"
     metric: ClassVar[str] = "score"  # the key of evaluate()'s dict that picks the best weights
+    # True when step() gathers what it needs across processes (cl_toolkit.distributed.gather); a
+    # recipe that does not would silently train with each process's own negatives, so run()
+    # refuses to train it on several processes.
+    gathers: ClassVar[bool] = False
 
     # ----------------------------------------------------------------- profiles
     @classmethod
@@ -202,6 +206,12 @@ def run(
     elif profile is not None:
         raise ValueError("profile applies to a recipe class; a recipe instance already has its sizes")
     distributed.init()
+    if distributed.world_size() > 1 and not recipe.gathers:
+        raise ValueError(
+            f"{type(recipe).__name__} does not gather its batch across processes (gathers=False), so "
+            f"{distributed.world_size()} processes would each see only their own negatives; run it on one "
+            "process, or gather in its step with cl_toolkit.distributed.gather and set gathers = True"
+        )
     if device is None and distributed.world_size() > 1 and torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     device = get_device(device) if not isinstance(device, torch.device) else device

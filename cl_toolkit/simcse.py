@@ -65,7 +65,7 @@ def unsup_simcse_loss(
         z1 = encoder(batch)  # [B, d], dropout mask 1
         with snapshot.replay():
             z2 = encoder(batch)  # [B, d], the same mask again
-        return info_nce(z1, z2, temperature)
+        return info_nce(gather(z1), gather(z2), temperature)
     both = {k: torch.cat([v, v]) for k, v in batch.items()}  # [2B, L]
     z1, z2 = encoder(both).chunk(2)  # [B, d] each, independent dropout masks
     return info_nce(gather(z1), gather(z2), temperature)  # across processes: [W·B, d] each
@@ -148,6 +148,7 @@ class SimCSE(TextEncoderRecipe):
     lr: float = 5e-4
 
     name: ClassVar[str] = "simcse"
+    gathers: ClassVar[bool] = True  # the steps all-gather the embeddings across processes
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {},
         # Gao et al. (2021), §3 and Appendix A: BERT-base, [CLS] with the MLP in training only,

@@ -478,9 +478,13 @@ def fit(
         if config.stop_after is not None and done >= config.stop_after and done < config.steps:
             stopped_early = True
             break
-        if config.max_seconds is not None and time.perf_counter() - t0 > config.max_seconds:
-            stopped_early = done < config.steps
-            break
+        if config.max_seconds is not None:
+            out_of_time = time.perf_counter() - t0 > config.max_seconds
+            if world > 1:  # rank 0's clock decides, or one rank would wait for the others forever
+                out_of_time = distributed.broadcast_object(out_of_time)
+            if out_of_time:
+                stopped_early = done < config.steps
+                break
     bar.close()
     steps_done = len(losses)
 

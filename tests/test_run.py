@@ -136,3 +136,16 @@ def test_the_run_layer_imports_no_method():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_recipe_that_does_not_gather_is_refused_on_several_processes(monkeypatch):
+    """Several processes would each train with their own negatives only: refuse, don't go wrong quietly."""
+    from cl_toolkit import distributed
+
+    monkeypatch.setattr(distributed, "init", lambda backend=None: True)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(ValueError, match="gather"):
+        run(Sphere.for_profile("quick", steps=1))
+    from cl_toolkit.simcse import SimCSE
+
+    assert SimCSE.gathers and not Sphere.gathers
