@@ -1,0 +1,238 @@
+"""Named-entity recognition: word vectors, few-shot episodes, entity scoring, taggers.
+
+* :func:`word_vectors` encodes pre-tokenised sentences with a (frozen) transformer and
+  keeps each word's first sub-word vector — the usual alignment of word labels to
+  WordPiece tokens (:func:`first_subword_labels` shows it on labels).
+* :func:`entity_scores` scores BIO tags at the entity level with ``seqeval``;
+  :func:`entity_spans` is the plain span extraction it is checked against.
+* :func:`sample_few_shot` draws ``K`` training sentences per entity type (an episode).
+* Two taggers over frozen word vectors, both trained with :func:`cl_toolkit.run.run`:
+  :class:`TokenCE` (a linear layer, cross-entropy) and :class:`TokenSupCon` (a
+  projection trained with supervised contrastive loss on tokens — same entity type =
+  positive — then a nearest-neighbour tagger, as in CONTaiNER, Das et al. 2022).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import supcon
+from .run import Recipe
+
+__all__ = [
+    "entity_spans",
+    "entity_scores",
+    "first_subword_labels",
+    "word_vectors",
+    "io_labels",
+    "io_to_bio",
+    "sample_few_shot",
+    "token_data",
+    "TokenCE",
+    "TokenSupCon",
+    "nearest_neighbour_tags",
+]
+
+
+# --------------------------------------------------------------------------- scoring
+def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
+    """``{(type, start, end)}`` of the entities in one BIO sequence (``end`` exclusive).
+
+    An ``I-X`` that does not continue an ``X`` entity starts a new one (the CoNLL rule,
+    also seqeval's default).
+    """
+    spans, cur = set(), None
+    for i, tag in enumerate(list(tags) + ["O"]):
+        kind, _, typ = tag.partition("-")
+        if cur is not None and (kind != "I" or typ != cur[0]):
+            spans.add((cur[0], cur[1], i))
+            cur = None
+        if kind == "B" or (kind == "I" and cur is None):
+            cur = (typ, i)
+    return spans
+
+
+def entity_scores(true: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Entity-level micro precision, recall and F1, plus F1 per type, with ``seqeval``."""
+    from seqeval.metrics import classification_report
+
+    true, pred = [list(t) for t in true], [list(p) for p in pred]
+    if len(true) != len(pred) or any(len(t) != len(p) for t, p in zip(true, pred)):
+        raise ValueError("true and pred must hold the same number of sentences with the same lengths")
+    rep = classification_report(true, pred, output_dict=True, zero_division=0)
+    out = {k: float(rep["micro avg"][m]) for k, m in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score"))}
+    for typ, row in rep.items():
+        if not typ.endswith("avg"):
+            out[f"f1_{typ}"] = float(row["f1-score"])
+    return out
+
+
+# --------------------------------------------------------------------------- encoding
+def first_subword_labels(word_ids: Sequence[int | None], labels: Sequence[int], ignore: int = -100) -> list[int]:
+    """Word labels moved onto sub-word tokens: a word's first token gets its label, the
+    rest and the special tokens get ``ignore``."""
+    out, prev = [], None
+    for w in word_ids:
+        out.append(ignore if w is None or w == prev else int(labels[w]))
+        prev = w
+    return out
+
+
+@torch.no_grad()
+def word_vectors(model: nn.Module, tokenizer, sentences: Sequence[Sequence[str]], batch_size: int = 32,
+                 max_length: int = 128) -> list[torch.Tensor]:
+    """One ``[n_words, d]`` tensor per sentence: the last layer at each word's first sub-word.
+
+    Words cut off by ``max_length`` get a zero vector (rare in tweets)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[torch.Tensor] = []
+    for start in range(0, len(sentences), batch_size):
+        chunk = [list(s) for s in sentences[start : start + batch_size]]
+        enc = tokenizer(chunk, is_split_into_words=True, truncation=True, max_length=max_length,
+                        padding=True, return_tensors="pt")
+        hidden = model(input_ids=enc["input_ids"].to(device),
+                       attention_mask=enc["attention_mask"].to(device)).last_hidden_state.float().cpu()  # [B, L, d]
+        for b, words in enumerate(chunk):
+            vec = torch.zeros(len(words), hidden.shape[-1])
+            seen = set()
+            for t, w in enumerate(enc.word_ids(b)):
+                if w is not None and w not in seen:
+                    seen.add(w)
+                    vec[w] = hidden[b, t]
+            out.append(vec)
+    return out
+
+
+# --------------------------------------------------------------------------- labels, episodes
+def io_labels(tags: Sequence[str], types: Sequence[str]) -> list[int]:
+    """BIO tags → IO class ids: 0 for ``O``, ``1 + types.index(type)`` for an entity word."""
+    return [0 if t == "O" else 1 + list(types).index(t.split("-", 1)[1]) for t in tags]
+
+
+def io_to_bio(labels: Sequence[int], types: Sequence[str]) -> list[str]:
+    """IO class ids → BIO tags; a run of the same type is one entity (its first word ``B-``)."""
+    out, prev = [], 0
+    for y in labels:
+        y = int(y)
+        out.append("O" if y == 0 else ("I-" if y == prev else "B-") + types[y - 1])
+        prev = y
+    return out
+
+
+def sample_few_shot(data: Sequence[tuple[list[str], list[str]]], types: Sequence[str], k: int, seed: int = 0) -> list[int]:
+    """Indices of ``k`` sentences per entity type (each holds that type), drawn without
+    replacement; a sentence drawn for one type may hold others too."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    rng = random.Random(seed)
+    chosen: list[int] = []
+    for typ in types:
+        pool = [i for i, (_, tags) in enumerate(data) if f"B-{typ}" in tags and i not in chosen]
+        if len(pool) < k:
+            raise ValueError(f"only {len(pool)} sentences hold type {typ!r}; lower k={k}")
+        chosen += rng.sample(pool, k)
+    return chosen
+
+
+# --------------------------------------------------------------------------- taggers
+def token_data(vectors: Sequence[torch.Tensor], labels: Sequence[Sequence[int]]) -> list[tuple[torch.Tensor, int]]:
+    """Flatten sentences into ``(word vector, class id)`` examples for the taggers."""
+    return [(v, int(y)) for vs, ys in zip(vectors, labels) for v, y in zip(vs, ys)]
+
+
+def _collate(examples):
+    x, y = zip(*examples)
+    return torch.stack(x), torch.tensor(y)
+
+
+@dataclass
+class TokenCE(Recipe):
+    """A linear tagger on frozen word vectors, trained with cross-entropy.
+
+    | input (``data``) | target |
+    |---|---|
+    | ``(word vector [d], class id)`` | the class (0 = ``O``) |
+    """
+
+    dim: int = 384
+    n_classes: int = 7
+    steps: int | None = 100
+    batch_size: int = 256
+    lr: float = 1e-2
+
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}, "full": {"steps": 200}}
+    name: ClassVar[str] = "token_ce"
+
+    def build_model(self) -> nn.Module:
+        return nn.Linear(self.dim, self.n_classes)
+
+    def load_data(self):
+        raise ValueError("pass data=[(vector, label), ...] to run(); see cl_toolkit.ner.token_data")
+
+    def collate(self, examples):
+        return _collate(examples)
+
+    def step(self, model, batch):
+        x, y = batch
+        return F.cross_entropy(model(x), y)
+
+    @staticmethod
+    @torch.no_grad()
+    def predict(model: nn.Module, vectors: Sequence[torch.Tensor]) -> list[list[int]]:
+        return [model(v).argmax(-1).tolist() for v in vectors]
+
+
+@dataclass
+class TokenSupCon(Recipe):
+    """Token-level supervised contrastive learning (Khosla et al. 2020 on tokens, as in
+    CONTaiNER, Das et al. 2022): words of the same class are positives, all others
+    negatives, in a learned projection of frozen word vectors. CONTaiNER uses Gaussian
+    embeddings and a KL distance; this is the plain cosine version.
+
+    | input (``data``) | positives | negatives |
+    |---|---|---|
+    | ``(word vector [d], class id)`` | same class in the batch | other classes |
+
+    Tag with :func:`nearest_neighbour_tags` against the support words.
+    """
+
+    dim: int = 384
+    proj_dim: int = 128
+    temperature: float = 0.1
+    steps: int | None = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}, "full": {"steps": 200}}
+    name: ClassVar[str] = "token_supcon"
+
+    def build_model(self) -> nn.Module:
+        return nn.Sequential(nn.Linear(self.dim, self.dim), nn.ReLU(), nn.Linear(self.dim, self.proj_dim))
+
+    def load_data(self):
+        raise ValueError("pass data=[(vector, label), ...] to run(); see cl_toolkit.ner.token_data")
+
+    def collate(self, examples):
+        return _collate(examples)
+
+    def step(self, model, batch):
+        x, y = batch
+        return supcon(model(x), y, self.temperature)
+
+
+@torch.no_grad()
+def nearest_neighbour_tags(support: torch.Tensor, support_labels: torch.Tensor,
+                           vectors: Sequence[torch.Tensor], model: nn.Module | None = None) -> list[list[int]]:
+    """Each word gets the class of its nearest support word by cosine (after ``model`` if given)."""
+    proj = (lambda v: v) if model is None else model
+    s = F.normalize(proj(support), dim=-1)  # [S, p]
+    lab = torch.as_tensor(support_labels)
+    return [lab[(F.normalize(proj(v), dim=-1) @ s.T).argmax(1)].tolist() for v in vectors]
