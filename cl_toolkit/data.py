@@ -55,6 +55,7 @@ __all__ = [
     "load_ag_news",
     "load_wnut17",
     "load_xquad_en",
+    "load_nq_pairs",
     "load_word_similarity",
     "load_text_corpus",
 ]
@@ -79,6 +80,8 @@ HUB = {
     "ag_news": "fancyzhx/ag_news",
     "wnut17": "leondz/wnut_17",
     "xquad_en": "google/xquad",
+    "squad": "rajpurkar/squad",  # XQuAD's questions keep their SQuAD v1.1 ids; titles come from here
+    "nq": "sentence-transformers/natural-questions",
 }
 # The branch where the hub keeps its Parquet conversion of a dataset repository.
 PARQUET_EXPORT = "refs/convert/parquet"
@@ -575,8 +578,9 @@ def load_xquad_en() -> list[dict]:
     One dict per question: ``id``, ``question``, ``context`` (its paragraph), ``answers``
     (answer texts), ``answer_starts`` (their character offsets in ``context``) and ``title``
     (the Wikipedia article). Online: hub dataset ``google/xquad``, config ``xquad.en``, split
-    ``validation`` (it has no titles: ``title`` is ``""``); offline: ``xquad_en/xquad.en.json``
-    (SQuAD v1.1 JSON). Licence: CC BY-SA 4.0.
+    ``validation``, which has no titles: they are looked up by question id in SQuAD v1.1
+    dev (``rajpurkar/squad``); offline: ``xquad_en/xquad.en.json`` (SQuAD v1.1 JSON).
+    Licence: CC BY-SA 4.0.
     """
     file = "xquad.en.json"
 
@@ -601,6 +605,8 @@ def load_xquad_en() -> list[dict]:
 
     def hub() -> list[dict]:
         ds = load_hub_dataset(HUB["xquad_en"], "xquad.en", split="validation")
+        squad = load_hub_dataset(HUB["squad"], split="validation")
+        titles = dict(zip(squad["id"], squad["title"]))
         return [
             {
                 "id": r["id"],
@@ -608,12 +614,39 @@ def load_xquad_en() -> list[dict]:
                 "context": r["context"],
                 "answers": list(r["answers"]["text"]),
                 "answer_starts": [int(s) for s in r["answers"]["answer_start"]],
-                "title": "",
+                "title": titles.get(r["id"], ""),
             }
             for r in ds
         ]
 
     return _load("xquad_en", "xquad_en", file, local, hub)
+
+
+def load_nq_pairs(limit: int | None = None) -> list[tuple[str, str]]:
+    """(question, answer passage) pairs of Natural Questions (Kwiatkowski et al. 2019).
+
+    The copy prepared by sentence-transformers (hub ``sentence-transformers/natural-questions``,
+    about 100,000 pairs: a Google query and the Wikipedia passage that answers it).
+    Online, or offline from the hub cache; the data directory has no copy, but
+    ``natural_questions/pairs.jsonl`` there (one ``{"query", "answer"}`` per line) is read
+    when present. Licence: CC BY-SA 3.0.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be positive or None, got {limit}")
+    file = "pairs.jsonl"
+
+    def local(path: Path) -> list[tuple[str, str]]:
+        rows = [json.loads(line) for line in _read_lines(path / file) if line.strip()]
+        return [(r["query"], r["answer"]) for r in rows]
+
+    def hub() -> list[tuple[str, str]]:
+        split = "train" if limit is None else f"train[:{limit}]"
+        ds = load_hub_dataset(HUB["nq"], split=split)
+        return list(zip(ds["query"], ds["answer"]))
+
+    hint = "Chapter 9 trains on it only in the full profile."
+    pairs = _load("nq", "natural_questions", file, local, hub, hint=hint)
+    return pairs[:limit] if limit is not None else pairs
 
 
 # --------------------------------------------------------------------------- word similarity

@@ -223,6 +223,38 @@ class Encoder(nn.Module):
                 setattr(cfg, attr, p)
 
     # ----------------------------------------------------------------- forward
+    @torch.no_grad()
+    def encode_static(self, sentences: Iterable[str], normalize: bool = False) -> Tensor:
+        """Bag-of-words embeddings ``[n, d]``: the mean of each sentence's input word vectors.
+
+        No position, no attention, no context: the transformer's own first lookup
+        table, averaged. A weak encoder, useful as a baseline with much left to learn.
+        """
+        if isinstance(sentences, str):
+            raise ValueError("encode_static expects a list of sentences, got a single string")
+        table = self.model.get_input_embeddings().weight.detach().float().cpu()
+        rows = []
+        for text in sentences:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            rows.append(table[ids].mean(0) if ids else torch.zeros(table.shape[1]))
+        out = torch.stack(rows) if rows else torch.empty(0, table.shape[1])
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def freeze_lower_layers(self, train_layers: int) -> None:
+        """Train only the top ``train_layers`` transformer layers (and the MLP head, if any).
+
+        The embeddings and the layers below stop requiring gradients, so the backward
+        pass stops at the first trained layer.
+        """
+        layers = next((m for m in self.model.modules() if isinstance(m, nn.ModuleList)), None)
+        if layers is None:
+            raise ValueError(f"{type(self.model).__name__} has no list of layers to freeze")
+        if not 0 <= train_layers <= len(layers):
+            raise ValueError(f"train_layers must be in [0, {len(layers)}], got {train_layers}")
+        keep = {id(p) for layer in layers[len(layers) - train_layers :] for p in layer.parameters()}
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in keep)
+
     def tokenize(self, sentences: Sequence[str]) -> dict[str, Tensor]:
         if isinstance(sentences, str):
             raise ValueError("tokenize expects a list of sentences, got a single string")

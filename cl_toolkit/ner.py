@@ -5,6 +5,8 @@
   WordPiece tokens (:func:`first_subword_labels` shows it on labels).
 * :func:`entity_scores` scores BIO tags at the entity level with ``seqeval``;
   :func:`entity_spans` is the plain span extraction it is checked against.
+* :class:`TokenClassifier` fine-tunes a whole transformer for BIO tagging with
+  cross-entropy (the usual supervised baseline); :func:`bio_tags` lists its classes.
 * :func:`sample_few_shot` draws ``K`` training sentences per entity type (an episode).
 * Two taggers over frozen word vectors, both trained with :func:`cl_toolkit.run.run`:
   :class:`TokenCE` (a linear layer, cross-entropy) and :class:`TokenSupCon` (a
@@ -24,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .losses import supcon
+from .data import WNUT17_TYPES
+from .models import MINILM, Encoder
 from .run import Recipe
 
 __all__ = [
@@ -35,6 +39,8 @@ __all__ = [
     "io_to_bio",
     "sample_few_shot",
     "token_data",
+    "bio_tags",
+    "TokenClassifier",
     "TokenCE",
     "TokenSupCon",
     "nearest_neighbour_tags",
@@ -143,6 +149,95 @@ def sample_few_shot(data: Sequence[tuple[list[str], list[str]]], types: Sequence
 
 
 # --------------------------------------------------------------------------- taggers
+def bio_tags(types: Sequence[str]) -> list[str]:
+    """The BIO classes of ``types``: ``O``, then ``B-t``, ``I-t`` for each type."""
+    return ["O"] + [f"{p}-{t}" for t in types for p in "BI"]
+
+
+class _Tagger(nn.Module):
+    """A transformer and a linear layer that scores every sub-word token."""
+
+    def __init__(self, encoder: nn.Module, tokenizer, n_classes: int, max_length: int):
+        super().__init__()
+        self.encoder, self.tokenizer, self.max_length = encoder, tokenizer, max_length
+        self.head = nn.Linear(encoder.config.hidden_size, n_classes)
+
+    def tokenize(self, sentences: Sequence[Sequence[str]]):
+        return self.tokenizer([list(s) for s in sentences], is_split_into_words=True, truncation=True,
+                              max_length=self.max_length, padding=True, return_tensors="pt")
+
+    def forward(self, enc) -> torch.Tensor:
+        hidden = self.encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        return self.head(hidden)  # [B, L, n_classes]
+
+
+@dataclass
+class TokenClassifier(Recipe):
+    """Token classification with cross-entropy, the whole transformer fine-tuned.
+
+    | input (``data``) | target |
+    |---|---|
+    | ``(words, BIO tags)`` | each word's tag, on its first sub-word (the rest ignored) |
+
+    Predict with :meth:`predict`, which returns BIO tags per word.
+    """
+
+    model: str = MINILM
+    types: tuple[str, ...] = WNUT17_TYPES
+    max_length: int = 128
+    steps: int | None = None
+    epochs: float = 3.0
+    batch_size: int = 16
+    lr: float = 5e-5
+    warmup_steps: int = 50
+
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"steps": 20, "warmup_steps": 2}, "full": {}}
+    name: ClassVar[str] = "token_classifier"
+
+    def build_model(self) -> nn.Module:
+        enc = Encoder.from_pretrained(self.model)
+        return _Tagger(enc.model, enc.tokenizer, len(bio_tags(self.types)), self.max_length)
+
+    def load_data(self):
+        raise ValueError("pass data=[(words, tags), ...] to run(), e.g. cl_toolkit.data.load_wnut17('train')")
+
+    def collate(self, examples):
+        classes = {t: i for i, t in enumerate(bio_tags(self.types))}
+        words = [w for w, _ in examples]
+        unknown = {t for _, tags in examples for t in tags} - classes.keys()
+        if unknown:
+            raise ValueError(f"tags {sorted(unknown)} are not among the classes of types={self.types}")
+        return words, [[classes[t] for t in tags] for _, tags in examples]
+
+    def step(self, model: _Tagger, batch):
+        words, labels = batch
+        enc = model.tokenize(words)
+        target = torch.tensor([first_subword_labels(enc.word_ids(b), labels[b]) for b in range(len(words))])
+        logits = model({k: v.to(model.head.weight.device) for k, v in enc.items()})
+        return F.cross_entropy(logits.flatten(0, 1), target.flatten().to(logits.device), ignore_index=-100)
+
+    @torch.no_grad()
+    def predict(self, model: _Tagger, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> list[list[str]]:
+        """BIO tags per word; words cut off by ``max_length`` get ``O``."""
+        was_training = model.training
+        model.eval()
+        classes = bio_tags(self.types)
+        out: list[list[str]] = []
+        for start in range(0, len(sentences), batch_size):
+            chunk = [list(s) for s in sentences[start : start + batch_size]]
+            enc = model.tokenize(chunk)
+            pred = model({k: v.to(model.head.weight.device) for k, v in enc.items()}).argmax(-1).cpu()
+            for b, words in enumerate(chunk):
+                tags, seen = ["O"] * len(words), set()
+                for t, w in enumerate(enc.word_ids(b)):
+                    if w is not None and w not in seen:
+                        seen.add(w)
+                        tags[w] = classes[int(pred[b, t])]
+                out.append(tags)
+        model.train(was_training)
+        return out
+
+
 def token_data(vectors: Sequence[torch.Tensor], labels: Sequence[Sequence[int]]) -> list[tuple[torch.Tensor, int]]:
     """Flatten sentences into ``(word vector, class id)`` examples for the taggers."""
     return [(v, int(y)) for vs, ys in zip(vectors, labels) for v, y in zip(vs, ys)]

@@ -7,7 +7,9 @@
 * :func:`retrieval_metrics` gives Recall@k and MRR from a ``[Q, N]`` score matrix;
   :func:`rrf_fusion` and :func:`zscore_fusion` combine rankers.
 * :class:`DPR` is the recipe of dense passage retrieval (Karpukhin et al. 2020): a
-  bi-encoder trained with in-batch negatives, optionally + one BM25 hard negative.
+  bi-encoder trained with in-batch negatives, optionally + one BM25 hard negative,
+  optionally through the cached loss (GradCache) and with the lower layers frozen.
+  :class:`AdapterDPR` is the same loss on frozen, cached vectors (a linear map is trained).
 * :func:`exact_search` is exact inner-product top-k with ``faiss.IndexFlatIP``.
 """
 
@@ -21,7 +23,9 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from .losses import info_nce
+from torch import nn
+
+from .losses import cached_info_nce, info_nce
 from .models import MINILM, Encoder
 from .run import Recipe
 
@@ -37,6 +41,7 @@ __all__ = [
     "zscore_fusion",
     "hard_negatives",
     "DPR",
+    "AdapterDPR",
     "dense_scores",
     "exact_search",
 ]
@@ -200,6 +205,11 @@ class DPR(Recipe):
     (one shared encoder for questions and passages; DPR used two). Relations:
     ``MultipleNegativesRankingLoss`` of sentence-transformers is the same loss at
     ``scale = 1/temperature = 20``; supervised SimCSE is the same with NLI triplets.
+
+    ``chunk_size``: compute the loss with :func:`~cl_toolkit.losses.cached_info_nce`
+    (same gradients, activation memory of one chunk: for batches that do not fit).
+    ``train_layers``: train only the top ``train_layers`` transformer layers (the
+    embeddings and the layers below are frozen and get no backward pass).
     """
 
     model: str = MINILM
@@ -209,22 +219,71 @@ class DPR(Recipe):
     batch_size: int = 16
     lr: float = 2e-5
     warmup_steps: int = 3
+    chunk_size: int | None = None
+    train_layers: int | None = None
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"steps": 20}, "full": {"steps": 100}}
     name: ClassVar[str] = "dpr"
 
     def build_model(self) -> Encoder:
-        return Encoder.from_pretrained(self.model, pooling="mean", mlp=False, max_length=self.max_length)
+        enc = Encoder.from_pretrained(self.model, pooling="mean", mlp=False, max_length=self.max_length)
+        if self.train_layers is not None:
+            enc.freeze_lower_layers(self.train_layers)
+        return enc
 
     def load_data(self) -> list:
         raise ValueError("DPR has no default data: pass data=[(question, passage[, hard negative]), ...] to run()")
 
     def step(self, model: Encoder, batch: Sequence[tuple[str, ...]]):
         cols = list(zip(*batch))
+        if self.chunk_size is not None:
+            def encode(texts):
+                return model(model.tokenize(list(texts)))
+
+            neg = cols[2] if len(cols) > 2 else None
+            return cached_info_nce(encode, cols[0], cols[1], self.temperature, negatives=neg,
+                                   chunk_size=self.chunk_size)
         q = model(model.tokenize(list(cols[0])))  # [B, d]
         p = model(model.tokenize(list(cols[1])))  # [B, d]
         n = model(model.tokenize(list(cols[2]))) if len(cols) > 2 else None  # [B, d]
         return info_nce(q, p, self.temperature, negatives=n)
+
+
+@dataclass
+class AdapterDPR(Recipe):
+    """DPR's loss on frozen, precomputed vectors: only a linear map, started at the identity, is trained.
+
+    | input (``data``) | positive | negatives |
+    |---|---|---|
+    | ``(question vector, gold vector[, hard negative vector])`` | the gold | as in :class:`DPR` |
+
+    Every step costs a few matrix products, so batch sizes and seeds can be swept on a
+    CPU; what it cannot do is change the encoder's features, only re-weight them.
+    """
+
+    dim: int = 384
+    temperature: float = 0.05
+    steps: int | None = 100
+    batch_size: int = 16
+    lr: float = 1e-3
+
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}, "full": {}}
+    name: ClassVar[str] = "adapter_dpr"
+
+    def build_model(self) -> nn.Module:
+        linear = nn.Linear(self.dim, self.dim, bias=False)
+        nn.init.eye_(linear.weight)
+        return linear
+
+    def load_data(self):
+        raise ValueError("pass data=[(question vector, gold vector[, hard negative vector]), ...] to run()")
+
+    def collate(self, examples):
+        return [torch.stack(col) for col in zip(*examples)]
+
+    def step(self, model: nn.Module, batch):
+        q, p, *n = (model(col) for col in batch)
+        return info_nce(q, p, self.temperature, negatives=n[0] if n else None)
 
 
 def dense_scores(encoder: Encoder, queries: Sequence[str], documents: Sequence[str], batch_size: int = 64) -> np.ndarray:

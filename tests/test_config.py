@@ -190,3 +190,16 @@ def test_quiet_flag(monkeypatch):
     assert config.is_quiet()
     monkeypatch.setenv("CL_QUIET", "0")
     assert not config.is_quiet()
+
+
+def test_cpu_has_fast_bf16_reads_the_flags(tmp_path):
+    from cl_toolkit.config import cpu_has_fast_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert cpu_has_fast_bf16(info) is False
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert cpu_has_fast_bf16(info) is True
+    info.write_text("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert cpu_has_fast_bf16(info) is True
+    assert cpu_has_fast_bf16(tmp_path / "missing") is False

@@ -4,6 +4,7 @@ never answered with local files, and no file left open."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 
@@ -214,6 +215,7 @@ MISSING = {
     "ag_news": (lambda: load_ag_news("test"), "ag_news"),
     "wnut17": (lambda: load_wnut17("test"), "wnut17"),
     "xquad_en": (lambda: load_xquad_en(), "xquad_en"),
+    "nq": (lambda: data.load_nq_pairs(), "natural_questions"),
     "wordsim353": (lambda: load_word_similarity("wordsim353"), "word_similarity"),
     "simlex999": (lambda: load_word_similarity("simlex999"), "word_similarity"),
     "men": (lambda: load_word_similarity("men"), "word_similarity"),
@@ -268,6 +270,7 @@ HUB_CALLS = {
     "wnut17": (lambda: load_wnut17("dev"), "leondz/wnut_17", "load_hub_dataset"),
     "xquad_en": (lambda: load_xquad_en(), "google/xquad", "load_hub_dataset"),
     "snli": (lambda: load_text_corpus(("snli",)), "stanfordnlp/snli", "load_hub_dataset"),
+    "nq": (lambda: data.load_nq_pairs(10), "sentence-transformers/natural-questions", "load_hub_dataset"),
 }
 
 
@@ -585,6 +588,9 @@ def test_hub_paths_read_the_hub_schemas(monkeypatch):
              "answers": [{"text": ["308"], "answer_start": [10]}]},
             None,
         ),
+        "rajpurkar/squad": ({"id": ["q0", "q1"], "title": ["Other", "Super_Bowl_50"]}, None),
+        "sentence-transformers/natural-questions": (
+            {"query": ["who sang x", "when was y"], "answer": ["X was sung by Z.", "Y was in 1990."]}, None),
         "stanfordnlp/snli": (
             {"premise": ["A dog runs.", "A dog runs.", "No label."], "hypothesis": ["An animal moves.", "A cat sleeps.", "x"],
              "label": [0, 2, -1]},
@@ -607,7 +613,23 @@ def test_hub_paths_read_the_hub_schemas(monkeypatch):
     assert load_wnut17("dev") == [(["I", "love", "Paris"], ["O", "O", "B-location"])]
     assert calls[-1] == ("leondz/wnut_17", (), "validation", {"revision": "refs/convert/parquet"})
     assert load_xquad_en() == [{"id": "q1", "question": "How many?", "context": "It scored 308 points.",
-                                "answers": ["308"], "answer_starts": [10], "title": ""}]
-    assert calls[-1][:3] == ("google/xquad", ("xquad.en",), "validation")
+                                "answers": ["308"], "answer_starts": [10], "title": "Super_Bowl_50"}]
+    assert calls[-2][:3] == ("google/xquad", ("xquad.en",), "validation")
+    assert calls[-1][:3] == ("rajpurkar/squad", (), "validation")  # XQuAD has no titles; SQuAD has
+    assert data.load_nq_pairs(limit=1) == [("who sang x", "X was sung by Z.")]
+    assert calls[-1][:3] == ("sentence-transformers/natural-questions", (), "train[:1]")
     assert load_text_corpus(("snli",)) == ["A dog runs.", "An animal moves.", "A cat sleeps."]  # the unlabelled pair dropped
     assert [c[2] for c in calls[-2:]] == ["validation", "test"]
+
+
+def test_nq_pairs_from_a_local_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("CL_DATA_DIR", str(tmp_path))
+    (tmp_path / "natural_questions").mkdir()
+    rows = [{"query": f"who wrote book {i}", "answer": f"Book {i} was written by A{i}."} for i in range(3)]
+    text = "\n".join(json.dumps(r) for r in rows) + "\n"
+    (tmp_path / "natural_questions" / "pairs.jsonl").write_text(text, encoding="utf-8")
+    assert data.load_nq_pairs() == [(r["query"], r["answer"]) for r in rows]
+    assert data.load_nq_pairs(limit=2) == data.load_nq_pairs()[:2]
+    with pytest.raises(ValueError, match="limit"):
+        data.load_nq_pairs(limit=0)

@@ -291,3 +291,17 @@ def test_over_embeddings_rejects_bad_arguments(tmp_path):
     tok_src.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="needs a BERT-type model.*distilbert"):
         Encoder.over_embeddings(str(tmp_path))
+
+
+def test_encode_static_is_the_mean_input_word_vector():
+    from cl_toolkit.models import Encoder
+
+    enc = Encoder.tiny(seed=0)
+    table = enc.model.get_input_embeddings().weight.detach()
+    ids = enc.tokenizer("the cat sat", add_special_tokens=False)["input_ids"]
+    out = enc.encode_static(["the cat sat", "the cat sat", ""])
+    torch.testing.assert_close(out[0], table[ids].mean(0))
+    assert torch.equal(out[0], out[1]) and torch.equal(out[2], torch.zeros(enc.dim))
+    assert torch.allclose(enc.encode_static(["a b"], normalize=True).norm(dim=1), torch.ones(1))
+    with pytest.raises(ValueError, match="list of sentences"):
+        enc.encode_static("a b")

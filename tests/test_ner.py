@@ -70,3 +70,25 @@ def test_taggers_learn_separable_toy():
     x = torch.cat(vecs)
     y = torch.tensor(labels[0])
     assert nearest_neighbour_tags(x, y, vecs, sc.model) == labels
+
+
+def test_token_classifier_fits_a_toy_set_and_aligns_words():
+    from cl_toolkit.models import Encoder
+    from cl_toolkit.ner import TokenClassifier, _Tagger, bio_tags
+
+    types = ("person", "location")
+    assert bio_tags(types) == ["O", "B-person", "I-person", "B-location", "I-location"]
+    data = [
+        (["john", "smith", "went", "to", "paris"], ["B-person", "I-person", "O", "O", "B-location"]),
+        (["mary", "lives", "in", "berlin"], ["B-person", "O", "O", "B-location"]),
+        (["unbelievably", "london"], ["O", "B-location"]),  # a word of several WordPieces
+    ] * 4
+    enc = Encoder.tiny(seed=0, dropout=0.0)
+    recipe = TokenClassifier(types=types, steps=60, batch_size=6, lr=3e-3, warmup_steps=0)
+    tagger = _Tagger(enc.model, enc.tokenizer, len(bio_tags(types)), max_length=32)
+    out = run(recipe, model=tagger, data=data)
+    pred = recipe.predict(out.model, [w for w, _ in data[:3]])
+    assert [len(p) for p in pred] == [5, 4, 2]
+    assert pred == [t for _, t in data[:3]]
+    with pytest.raises(ValueError, match="B-product"):
+        recipe.collate([(["x"], ["B-product"])])

@@ -115,3 +115,55 @@ def test_dpr_step_is_info_nce_with_hard_negatives():
     ref = -torch.log_softmax(logits.double(), 1).diagonal().mean()
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
     assert DPR().step(enc, [b[:2] for b in batch]).item() == pytest.approx(info_nce(q, p, 0.05).item(), rel=1e-5)
+
+
+def test_dpr_cached_loss_matches_plain_loss_and_gradients():
+    from cl_toolkit.models import Encoder
+
+    enc = Encoder.tiny(pooling="mean", mlp=False, seed=0).eval()  # no dropout: both see one network
+    batch = [(f"question {i} about w{i}", f"w{i} is answer {i}", f"other w{i + 1}") for i in range(6)]
+    grads = []
+    for recipe in (DPR(), DPR(chunk_size=2)):
+        enc.zero_grad()
+        loss = recipe.step(enc, batch)
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in enc.parameters() if p.grad is not None]))
+    (plain, g_plain), (cached, g_cached) = grads
+    assert cached == pytest.approx(plain, rel=1e-5)
+    assert len(g_plain) == len(g_cached) > 0
+    for a, b in zip(g_plain, g_cached):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_freeze_lower_layers_trains_only_the_top():
+    from cl_toolkit.models import Encoder
+
+    enc = Encoder.tiny(layers=3, pooling="mean", mlp=False, seed=0)
+    enc.freeze_lower_layers(1)
+    trained = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert trained and all(".layer.2." in n for n in trained)
+    DPR().step(enc, [("a b", "b c"), ("d e", "e f")]).backward()
+    assert all((p.grad is not None) == p.requires_grad for p in enc.parameters())
+    with pytest.raises(ValueError, match="train_layers"):
+        enc.freeze_lower_layers(4)
+
+
+def test_adapter_dpr_starts_at_identity_and_learns():
+    from cl_toolkit.retrieval import AdapterDPR
+    from cl_toolkit.run import run
+
+    g = torch.Generator().manual_seed(0)
+    # a question and its passage share a random "topic" in dims 0-3; dims 4-11 are loud noise
+    topics = torch.randn(64, 4, generator=g)
+    noise = lambda: 3 * torch.randn(64, 8, generator=g)  # noqa: E731
+    q, p = torch.cat([topics, noise()], 1), torch.cat([topics, noise()], 1)
+    recipe = AdapterDPR(dim=12, steps=150, batch_size=32, lr=0.05)
+    start = recipe.build_model()
+    torch.testing.assert_close(start(q), q)
+    assert recipe.step(start, recipe.collate(list(zip(q, p)))).item() == pytest.approx(
+        info_nce(q, p, 0.05).item(), rel=1e-6)
+    before = retrieval_metrics((q @ p.T).numpy(), range(64))["R@1"]
+    w = run(recipe, data=list(zip(q, p))).model
+    with torch.no_grad():
+        after = retrieval_metrics((w(q) @ w(p).T).numpy(), range(64))["R@1"]
+    assert after > before + 0.2
