@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .distributed import gather
 from .losses import info_nce
-from .models import MINILM, Encoder
+from .models import MINILM, Encoder, encode_batched
 from .run import Recipe
 
 __all__ = [
@@ -134,26 +134,9 @@ def echo_batch(tokenizer, sentences: Sequence[str], max_length: int) -> dict[str
 class _Encodes(nn.Module):
     """``encode(sentences)`` for any module with ``tokenize`` and ``forward``."""
 
-    @torch.no_grad()
     def encode(self, sentences: Iterable[str], batch_size: int = 64, normalize: bool = False, **_: Any) -> Tensor:
         """``[n, d]`` float32 embeddings on the CPU, in eval mode, without gradients."""
-        if isinstance(sentences, str):
-            raise ValueError("encode expects a list of sentences, got a single string")
-        sentences = list(sentences)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        was_training = self.training
-        self.eval()
-        order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))  # little padding
-        out = [self(self.tokenize([sentences[i] for i in order[s : s + batch_size]])).float().cpu()
-               for s in range(0, len(sentences), batch_size)]
-        self.train(was_training)
-        if not out:
-            return torch.empty(0, self.dim)
-        emb = torch.cat(out)
-        result = torch.empty_like(emb)
-        result[torch.tensor(order)] = emb
-        return F.normalize(result, dim=-1) if normalize else result
+        return encode_batched(self, sentences, batch_size, normalize, show_progress=False)
 
 
 class CausalEncoder(_Encodes):

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from .config import is_quiet
 from .hub import MINILM, resolve_model, tokenizer_path
 
-__all__ = ["POOLINGS", "MINILM", "MLPHead", "Encoder"]
+__all__ = ["POOLINGS", "MINILM", "MLPHead", "Encoder", "encode_batched"]
 
 POOLINGS = ("cls", "cls_before_pooler", "mean", "first_last_avg")
 
@@ -286,7 +286,6 @@ class Encoder(nn.Module):
             pooled = self.mlp(pooled)
         return pooled
 
-    @torch.no_grad()
     def encode(
         self,
         sentences: Iterable[str],
@@ -295,34 +294,7 @@ class Encoder(nn.Module):
         show_progress: bool | None = None,
     ) -> Tensor:
         """Embeddings ``[n, d]`` (float32, on the CPU) in eval mode, without gradients."""
-        if isinstance(sentences, str):
-            raise ValueError("encode expects a list of sentences, got a single string")
-        sentences = list(sentences)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        was_training = self.training
-        self.eval()
-        # Sort by length so that batches pad little; restore the order at the end.
-        order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
-        chunks = range(0, len(sentences), batch_size)
-        if show_progress is None:
-            show_progress = len(sentences) > 20 * batch_size and not is_quiet()
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            chunks = tqdm(chunks, desc="encode", leave=False)
-        out: list[Tensor] = []
-        for start in chunks:
-            idx = order[start : start + batch_size]
-            emb = self(self.tokenize([sentences[i] for i in idx])).float().cpu()
-            out.append(emb)
-        self.train(was_training)
-        if not out:
-            return torch.empty(0, self.dim)
-        emb = torch.cat(out)
-        result = torch.empty_like(emb)
-        result[torch.tensor(order)] = emb
-        return F.normalize(result, dim=-1) if normalize else result
+        return encode_batched(self, sentences, batch_size, normalize, show_progress)
 
     # ----------------------------------------------------------------- saving
     def save(self, directory: str | os.PathLike) -> Path:
@@ -382,6 +354,47 @@ class Encoder(nn.Module):
             json.dumps({"max_seq_length": full_length(self), "do_lower_case": False}, indent=2)
         )
         return directory
+
+
+@torch.no_grad()
+def encode_batched(
+    model: nn.Module,
+    sentences: Iterable[str],
+    batch_size: int = 64,
+    normalize: bool = False,
+    show_progress: bool | None = None,
+) -> Tensor:
+    """``model(model.tokenize(batch))`` over ``sentences`` in batches: ``[n, d]`` float32 on the CPU.
+
+    In eval mode and without gradients (the mode is restored after). Sentences are sorted by
+    length so that batches pad little; the result is in the input order.
+    """
+    if isinstance(sentences, str):
+        raise ValueError("encode expects a list of sentences, got a single string")
+    sentences = list(sentences)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
+    chunks = range(0, len(sentences), batch_size)
+    if show_progress is None:
+        show_progress = len(sentences) > 20 * batch_size and not is_quiet()
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc="encode", leave=False)
+    out: list[Tensor] = []
+    for start in chunks:
+        idx = order[start : start + batch_size]
+        out.append(model(model.tokenize([sentences[i] for i in idx])).float().cpu())
+    model.train(was_training)
+    if not out:
+        return torch.empty(0, model.dim)
+    emb = torch.cat(out)
+    result = torch.empty_like(emb)
+    result[torch.tensor(order)] = emb
+    return F.normalize(result, dim=-1) if normalize else result
 
 
 def full_length(encoder: Encoder) -> int:

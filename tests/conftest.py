@@ -23,7 +23,9 @@ Fixtures for every test file:
   on the CPU, loaded once per session (shared too);
 * ``tiny``       — a fresh ``Encoder.tiny(seed=0)`` for each test (2 layers,
   width 128, mean pooling, dropout 0.1): build your own ``Encoder.tiny(...)``
-  for other sizes.
+  for other sizes;
+* ``hub_cache``  — an empty, offline Hugging Face hub cache for one test; call it
+  with a repository name to get the folder of a new snapshot to fill.
 """
 
 from __future__ import annotations
@@ -104,6 +106,38 @@ def tiny():
     from cl_toolkit.models import Encoder
 
     return Encoder.tiny(seed=0)
+
+
+HUB_REV = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty hub cache under ``tmp_path``, offline, that the already-imported libraries use too.
+
+    Returns ``snapshot(name, kind="models") -> Path``: the folder of a snapshot of ``name``
+    in the layout ``hf download`` leaves (``refs/main`` naming ``snapshots/<rev>/``).
+    """
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf"
+    hub = home / "hub"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # the libraries are imported already: point their module constants at the new cache too
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def snapshot(name: str, kind: str = "models") -> Path:
+        root = hub / f"{kind}--{name.replace('/', '--')}"
+        (root / "refs").mkdir(parents=True, exist_ok=True)
+        (root / "refs" / "main").write_text(HUB_REV)
+        snap = root / "snapshots" / HUB_REV
+        snap.mkdir(parents=True, exist_ok=True)
+        return snap
+
+    return snapshot
 
 
 # ---------------------------------------------------------------------------- chapter runtimes

@@ -348,7 +348,6 @@ def test_recipe_profiles():
 
 
 # --------------------------------------------------------------------------- the full profile, offline
-REV = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _tiny_clip(folder):
@@ -379,20 +378,8 @@ def _tiny_clip(folder):
 
 
 @pytest.fixture
-def clip_hub(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    hub = tmp_path / "hf" / "hub"
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    root = hub / "models--openai--clip-vit-base-patch32"
-    (root / "refs").mkdir(parents=True)
-    (root / "refs" / "main").write_text(REV)
-    snap = root / "snapshots" / REV
-    snap.mkdir(parents=True)
+def clip_hub(hub_cache):
+    snap = hub_cache("openai/clip-vit-base-patch32")
     _tiny_clip(snap)
     return "openai/clip-vit-base-patch32"
 

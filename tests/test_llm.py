@@ -189,30 +189,18 @@ def test_recipe_errors(kwargs, message):
 
 
 # ----------------------------------------------------------------------------- the full profile, offline
-REV = "0123456789abcdef0123456789abcdef01234567"
 WORDS = sorted({w.strip(".,").lower() for t in TRIPLETS for s in t for w in s.split()}
                | {"instruct:", "query:", "retrieve", "semantically", "similar", "text"})
 
 
 @pytest.fixture
-def qwen_hub(tmp_path, monkeypatch):
+def qwen_hub(hub_cache):
     """A tiny random Qwen2 (2 layers, width 64) with a word-level tokenizer, laid out in a
     Hugging Face hub cache under the real name ``Qwen/Qwen2.5-0.5B``."""
-    from huggingface_hub import constants
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2Model
 
-    hub = tmp_path / "hf" / "hub"
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    root = hub / f"models--{QWEN.replace('/', '--')}"
-    (root / "refs").mkdir(parents=True)
-    (root / "refs" / "main").write_text(REV)
-    snap = root / "snapshots" / REV
-    snap.mkdir(parents=True)
+    snap = hub_cache(QWEN)
 
     vocab = {w: i for i, w in enumerate(["[UNK]", "<|endoftext|>", *WORDS])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))

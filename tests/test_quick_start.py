@@ -14,26 +14,15 @@ from cl_toolkit.models import Encoder
 from cl_toolkit.run import run
 from cl_toolkit.simcse import QUICK_PRETRAINED, SimCSE
 
-REV = "0123456789abcdef0123456789abcdef01234567"
 SENTENCES = ["A man is playing a guitar.", "Two dogs run across the snowy field.",
              "A woman slices an onion.", "The stock market fell sharply.",
              "Children play in the park.", "It is raining in Paris."]
 
 
 @pytest.fixture
-def stand_in_hub(tmp_path, monkeypatch):
+def stand_in_hub(hub_cache):
     """A hub cache holding a tiny BERT under QUICK_PRETRAINED's name; the hub itself stays offline."""
-    from huggingface_hub import constants
-
-    hub = tmp_path / "hf" / "hub"
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
-    root = hub / ("models--" + QUICK_PRETRAINED.replace("/", "--"))
-    (root / "refs").mkdir(parents=True)
-    (root / "refs" / "main").write_text(REV)
-    snap = root / "snapshots" / REV
-    snap.mkdir(parents=True)
+    snap = hub_cache(QUICK_PRETRAINED)
     stand_in = Encoder.tiny(layers=1, hidden=48, heads=2, seed=0)
     stand_in.model.save_pretrained(snap)
     stand_in.tokenizer.save_pretrained(snap)

@@ -196,38 +196,16 @@ def test_step_choice():
 
 
 # --------------------------------------------------------------------------- the full profile, offline, end to end
-REV = "0123456789abcdef0123456789abcdef01234567"
-
-
 @pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
+def simcse_hub(hub_cache):
     """A Hugging Face hub cache holding a tiny stand-in ``bert-base-uncased`` and a tiny
     ``princeton-nlp/datasets-for-simcse``, in the layout ``hf download`` leaves."""
-    from huggingface_hub import constants
-
-    home = tmp_path / "hf"
-    hub = home / "hub"
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # the libraries are imported already: point their module constants at the new cache too
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-
-    def repo(kind: str, name: str):
-        root = hub / f"{kind}--{name.replace('/', '--')}"
-        (root / "refs").mkdir(parents=True)
-        (root / "refs" / "main").write_text(REV)
-        snap = root / "snapshots" / REV
-        snap.mkdir(parents=True)
-        return snap
-
     stand_in = Encoder.tiny(layers=1, hidden=32, heads=2, seed=0)
-    snap = repo("models", "bert-base-uncased")
+    snap = hub_cache("bert-base-uncased")
     stand_in.model.save_pretrained(snap)
     stand_in.tokenizer.save_pretrained(snap)
 
-    snap = repo("datasets", "princeton-nlp/datasets-for-simcse")
+    snap = hub_cache("princeton-nlp/datasets-for-simcse", "datasets")
     wiki = [f"wiki sentence {i} about {SENTENCES[i % len(SENTENCES)].lower()}" for i in range(130)]
     (snap / "wiki1m_for_simcse.txt").write_text("\n".join(wiki) + "\n", encoding="utf-8")
     with open(snap / "nli_for_simcse.csv", "w", encoding="utf-8", newline="") as f:
@@ -239,10 +217,10 @@ def hub_cache(tmp_path, monkeypatch):
     return {"wiki": wiki}
 
 
-def test_full_unsup_profile_runs_offline_from_the_hub_cache(hub_cache):
+def test_full_unsup_profile_runs_offline_from_the_hub_cache(simcse_hub):
     cfg = SimCSE.for_profile("full")
     data = cfg.load_data()
-    assert data == hub_cache["wiki"]  # the hub file, not the local wiki1m head
+    assert data == simcse_hub["wiki"]  # the hub file, not the local wiki1m head
     trained = run(cfg, device="cpu", stop_after=2)
     encoder, result = trained.model, trained.result
     assert result.steps_done == 2 and all(math.isfinite(x) for x in result.losses)
@@ -255,7 +233,7 @@ def test_full_unsup_profile_runs_offline_from_the_hub_cache(hub_cache):
     assert torch.allclose(encoder.encode(SENTENCES[:3]), cls, atol=1e-5)
 
 
-def test_full_sup_profile_runs_offline_with_the_cached_loss(hub_cache):
+def test_full_sup_profile_runs_offline_with_the_cached_loss(simcse_hub):
     cfg = SimCSE.for_profile("full", supervised=True)
     data = cfg.load_data()
     assert len(data) == 1030 and data[1] == ("Two dogs run across the snowy field. (1)", "Animals are outside.", "The dogs are asleep indoors., 1")
