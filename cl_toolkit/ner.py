@@ -91,6 +91,16 @@ def first_subword_labels(word_ids: Sequence[int | None], labels: Sequence[int], 
     return out
 
 
+def _first_subwords(word_ids: Sequence[int | None]) -> list[tuple[int, int]]:
+    """``(token position, word index)`` of each word's first sub-word token."""
+    out, seen = [], set()
+    for t, w in enumerate(word_ids):
+        if w is not None and w not in seen:
+            seen.add(w)
+            out.append((t, w))
+    return out
+
+
 @torch.no_grad()
 def word_vectors(model: nn.Module, tokenizer, sentences: Sequence[Sequence[str]], batch_size: int = 32,
                  max_length: int = 128) -> list[torch.Tensor]:
@@ -108,11 +118,8 @@ def word_vectors(model: nn.Module, tokenizer, sentences: Sequence[Sequence[str]]
                        attention_mask=enc["attention_mask"].to(device)).last_hidden_state.float().cpu()  # [B, L, d]
         for b, words in enumerate(chunk):
             vec = torch.zeros(len(words), hidden.shape[-1])
-            seen = set()
-            for t, w in enumerate(enc.word_ids(b)):
-                if w is not None and w not in seen:
-                    seen.add(w)
-                    vec[w] = hidden[b, t]
+            for t, w in _first_subwords(enc.word_ids(b)):
+                vec[w] = hidden[b, t]
             out.append(vec)
     return out
 
@@ -228,11 +235,9 @@ class TokenClassifier(Recipe):
             enc = model.tokenize(chunk)
             pred = model({k: v.to(model.head.weight.device) for k, v in enc.items()}).argmax(-1).cpu()
             for b, words in enumerate(chunk):
-                tags, seen = ["O"] * len(words), set()
-                for t, w in enumerate(enc.word_ids(b)):
-                    if w is not None and w not in seen:
-                        seen.add(w)
-                        tags[w] = classes[int(pred[b, t])]
+                tags = ["O"] * len(words)
+                for t, w in _first_subwords(enc.word_ids(b)):
+                    tags[w] = classes[int(pred[b, t])]
                 out.append(tags)
         model.train(was_training)
         return out
@@ -243,13 +248,26 @@ def token_data(vectors: Sequence[torch.Tensor], labels: Sequence[Sequence[int]])
     return [(v, int(y)) for vs, ys in zip(vectors, labels) for v, y in zip(vs, ys)]
 
 
-def _collate(examples):
-    x, y = zip(*examples)
-    return torch.stack(x), torch.tensor(y)
+@dataclass
+class _OnWordVectors(Recipe):
+    """What the taggers on frozen word vectors share: ``(vector, class id)`` examples, batched."""
+
+    dim: int = 384
+    steps: int | None = 100
+    batch_size: int = 256
+
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}, "full": {"steps": 200}}
+
+    def load_data(self):
+        raise ValueError("pass data=[(vector, label), ...] to run(); see cl_toolkit.ner.token_data")
+
+    def collate(self, examples):
+        x, y = zip(*examples)
+        return torch.stack(x), torch.tensor(y)
 
 
 @dataclass
-class TokenCE(Recipe):
+class TokenCE(_OnWordVectors):
     """A linear tagger on frozen word vectors, trained with cross-entropy.
 
     | input (``data``) | target |
@@ -257,23 +275,13 @@ class TokenCE(Recipe):
     | ``(word vector [d], class id)`` | the class (0 = ``O``) |
     """
 
-    dim: int = 384
     n_classes: int = 7
-    steps: int | None = 100
-    batch_size: int = 256
     lr: float = 1e-2
 
-    profiles: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}, "full": {"steps": 200}}
     name: ClassVar[str] = "token_ce"
 
     def build_model(self) -> nn.Module:
         return nn.Linear(self.dim, self.n_classes)
-
-    def load_data(self):
-        raise ValueError("pass data=[(vector, label), ...] to run(); see cl_toolkit.ner.token_data")
-
-    def collate(self, examples):
-        return _collate(examples)
 
     def step(self, model, batch):
         x, y = batch
@@ -286,7 +294,7 @@ class TokenCE(Recipe):
 
 
 @dataclass
-class TokenSupCon(Recipe):
+class TokenSupCon(_OnWordVectors):
     """Token-level supervised contrastive learning (Khosla et al. 2020 on tokens, as in
     CONTaiNER, Das et al. 2022): words of the same class are positives, all others
     negatives, in a learned projection of frozen word vectors. CONTaiNER uses Gaussian
@@ -299,24 +307,14 @@ class TokenSupCon(Recipe):
     Tag with :func:`nearest_neighbour_tags` against the support words.
     """
 
-    dim: int = 384
     proj_dim: int = 128
     temperature: float = 0.1
-    steps: int | None = 100
-    batch_size: int = 256
     lr: float = 1e-3
 
-    profiles: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}, "full": {"steps": 200}}
     name: ClassVar[str] = "token_supcon"
 
     def build_model(self) -> nn.Module:
         return nn.Sequential(nn.Linear(self.dim, self.dim), nn.ReLU(), nn.Linear(self.dim, self.proj_dim))
-
-    def load_data(self):
-        raise ValueError("pass data=[(vector, label), ...] to run(); see cl_toolkit.ner.token_data")
-
-    def collate(self, examples):
-        return _collate(examples)
 
     def step(self, model, batch):
         x, y = batch

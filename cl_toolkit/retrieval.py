@@ -235,18 +235,17 @@ class DPR(Recipe):
         raise ValueError("DPR has no default data: pass data=[(question, passage[, hard negative]), ...] to run()")
 
     def step(self, model: Encoder, batch: Sequence[tuple[str, ...]]):
-        cols = list(zip(*batch))
-        if self.chunk_size is not None:
-            def encode(texts):
-                return model(model.tokenize(list(texts)))
+        cols = list(zip(*batch))  # questions, passages[, hard negatives]
 
+        def encode(texts):  # [n, d]
+            return model(model.tokenize(list(texts)))
+
+        if self.chunk_size is not None:
             neg = cols[2] if len(cols) > 2 else None
             return cached_info_nce(encode, cols[0], cols[1], self.temperature, negatives=neg,
                                    chunk_size=self.chunk_size)
-        q = model(model.tokenize(list(cols[0])))  # [B, d]
-        p = model(model.tokenize(list(cols[1])))  # [B, d]
-        n = model(model.tokenize(list(cols[2]))) if len(cols) > 2 else None  # [B, d]
-        return info_nce(q, p, self.temperature, negatives=n)
+        q, p, *n = (encode(col) for col in cols)
+        return info_nce(q, p, self.temperature, negatives=n[0] if n else None)
 
 
 @dataclass
